@@ -1,0 +1,49 @@
+/*
+ * The public kernels: each forwards to the version compiled for the active SIMD level.
+ * The level is chosen once at import (fn_isa_select) and never changes during a call.
+ */
+#include "internal.h"
+
+int fn_isa_active(void);
+
+#if FN_MULTI_ISA
+#define FN_DISPATCH(name, params, args)                                                    \
+    int name##_baseline params;                                                            \
+    int name##_avx2 params;                                                                \
+    int name##_avx512 params;                                                              \
+    int name params                                                                        \
+    {                                                                                      \
+        switch (fn_isa_active()) {                                                         \
+        case FN_ISA_AVX512:                                                                \
+            return name##_avx512 args;                                                     \
+        case FN_ISA_AVX2:                                                                  \
+            return name##_avx2 args;                                                       \
+        default:                                                                           \
+            return name##_baseline args;                                                   \
+        }                                                                                  \
+    }
+#else
+#define FN_DISPATCH(name, params, args)                                                    \
+    int name##_baseline params;                                                            \
+    int name params { return name##_baseline args; }
+#endif
+
+#define FN_ROWS_DISPATCH(T, SFX)                                                           \
+    FN_DISPATCH(fn_layer_norm_fwd_##SFX,                                                   \
+                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, int64_t M,    \
+                 int64_t K, double eps),                                                   \
+                (x, w, b, y, mean, rstd, M, K, eps))                                       \
+    FN_DISPATCH(fn_layer_norm_bwd_##SFX,                                                   \
+                (const T *dy, const T *x, const T *mean, const T *rstd, const T *w, T *dx, \
+                 T *dw, T *db, int64_t M, int64_t K),                                      \
+                (dy, x, mean, rstd, w, dx, dw, db, M, K))                                  \
+    FN_DISPATCH(fn_rms_norm_fwd_##SFX,                                                     \
+                (const T *x, const T *w, T *y, T *rstd, int64_t M, int64_t K, double eps), \
+                (x, w, y, rstd, M, K, eps))                                                \
+    FN_DISPATCH(fn_rms_norm_bwd_##SFX,                                                     \
+                (const T *dy, const T *x, const T *rstd, const T *w, T *dx, T *dw,         \
+                 int64_t M, int64_t K),                                                    \
+                (dy, x, rstd, w, dx, dw, M, K))
+
+FN_ROWS_DISPATCH(float, f32)
+FN_ROWS_DISPATCH(double, f64)

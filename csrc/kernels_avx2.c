@@ -1,0 +1,17 @@
+/* The kernels compiled for AVX2 + FMA; chosen at run time on CPUs that have them. */
+#include "internal.h"
+
+#if FN_MULTI_ISA
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC target("avx2,fma")
+#endif
+
+#define FN_ISA avx2
+#include "kernels.inc"
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif
+#endif

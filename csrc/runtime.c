@@ -1,0 +1,97 @@
+/* Thread controls, SIMD level selection and build information. */
+#include "internal.h"
+
+#include <stdio.h>
+
+static int fn_threads_override = 0;
+static int fn_isa_level = FN_ISA_BASELINE;
+
+void fn_set_num_threads(int n) { fn_threads_override = n > 0 ? n : 0; }
+
+int fn_get_num_threads(void)
+{
+#ifdef _OPENMP
+    if (fn_threads_override > 0)
+        return fn_threads_override;
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int fn_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fn_threads_for(int64_t items, int64_t elems)
+{
+    if (elems < FN_SERIAL_ELEMS || items < 2)
+        return 1;
+    const int n = fn_get_num_threads();
+    return items < n ? (int)items : n;
+}
+
+int fn_isa_supported(void)
+{
+#if FN_MULTI_ISA
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+        return FN_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return FN_ISA_AVX2;
+#endif
+    return FN_ISA_BASELINE;
+}
+
+int fn_isa_select(int level)
+{
+    if (level < FN_ISA_BASELINE || level > fn_isa_supported())
+        return FN_ERR_ARG;
+    fn_isa_level = level;
+    return FN_OK;
+}
+
+int fn_isa_active(void) { return fn_isa_level; }
+
+const char *fn_isa_name(int level)
+{
+    switch (level) {
+    case FN_ISA_BASELINE:
+        return "baseline";
+    case FN_ISA_AVX2:
+        return "avx2";
+    case FN_ISA_AVX512:
+        return "avx512";
+    default:
+        return "unknown";
+    }
+}
+
+#ifndef FN_BUILD_FLAGS
+#define FN_BUILD_FLAGS ""
+#endif
+#if defined(__clang__)
+#define FN_COMPILER "clang " __clang_version__
+#elif defined(__GNUC__)
+#define FN_COMPILER "gcc " __VERSION__
+#else
+#define FN_COMPILER "unknown compiler"
+#endif
+#ifdef _OPENMP
+#define FN_STR_(x) #x
+#define FN_STR(x) FN_STR_(x)
+#define FN_OMP_INFO "OpenMP " FN_STR(_OPENMP)
+#else
+#define FN_OMP_INFO "no OpenMP"
+#endif
+
+const char *fn_build_info(void)
+{
+    return FN_COMPILER "; " FN_OMP_INFO "; flags: " FN_BUILD_FLAGS;
+}

@@ -1,0 +1,26 @@
+"""fastnorm: fast CPU normalization layers for NumPy arrays.
+
+Forward and backward passes of layer norm and RMS norm (batch, group, instance, weight
+and cosine normalization follow the same design), computed by C kernels with OpenMP
+threads and SIMD. Every function is checked against the float64 NumPy implementations
+in :mod:`fastnorm.reference`.
+"""
+
+__version__ = "0.1.0"
+
+from ._rows import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from ._runtime import _init_simd, get_num_threads, set_num_threads, show_config
+
+_init_simd()
+del _init_simd
+
+__all__ = [
+    "__version__",
+    "layer_norm",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "show_config",
+]

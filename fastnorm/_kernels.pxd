@@ -1,0 +1,44 @@
+# Declarations of the C ABI in csrc/fastnorm.h.
+from libc.stdint cimport int64_t
+
+
+cdef extern from "fastnorm.h" nogil:
+    enum:
+        FN_OK
+        FN_ERR_NOMEM
+        FN_ERR_ARG
+        FN_ISA_BASELINE
+        FN_ISA_AVX2
+        FN_ISA_AVX512
+
+    void fn_set_num_threads(int n)
+    int fn_get_num_threads()
+    int fn_openmp_enabled()
+    int fn_isa_supported()
+    int fn_isa_active()
+    int fn_isa_select(int level)
+    const char *fn_isa_name(int level)
+    const char *fn_build_info()
+
+    int fn_layer_norm_fwd_f32(const float *x, const float *weight, const float *bias,
+                              float *y, float *mean, float *rstd, int64_t M, int64_t K,
+                              double eps)
+    int fn_layer_norm_fwd_f64(const double *x, const double *weight, const double *bias,
+                              double *y, double *mean, double *rstd, int64_t M, int64_t K,
+                              double eps)
+    int fn_layer_norm_bwd_f32(const float *dy, const float *x, const float *mean,
+                              const float *rstd, const float *weight, float *dx,
+                              float *dweight, float *dbias, int64_t M, int64_t K)
+    int fn_layer_norm_bwd_f64(const double *dy, const double *x, const double *mean,
+                              const double *rstd, const double *weight, double *dx,
+                              double *dweight, double *dbias, int64_t M, int64_t K)
+    int fn_rms_norm_fwd_f32(const float *x, const float *weight, float *y, float *rstd,
+                            int64_t M, int64_t K, double eps)
+    int fn_rms_norm_fwd_f64(const double *x, const double *weight, double *y, double *rstd,
+                            int64_t M, int64_t K, double eps)
+    int fn_rms_norm_bwd_f32(const float *dy, const float *x, const float *rstd,
+                            const float *weight, float *dx, float *dweight, int64_t M,
+                            int64_t K)
+    int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
+                            const double *weight, double *dx, double *dweight, int64_t M,
+                            int64_t K)

@@ -1,0 +1,154 @@
+"""Thin bindings to the C kernels.
+
+Every function here takes arrays that fastnorm._api has already validated: C-contiguous,
+of the kernel's dtype, of consistent sizes, writeable outputs (optional ones may be None).
+They release the GIL around the C call and turn a status code into an exception.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+ISA_LEVELS = ("baseline", "avx2", "avx512")
+
+
+cdef inline void *_p(object a):
+    if a is None:
+        return NULL
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline int _check(int status) except -1:
+    if status == FN_OK:
+        return 0
+    if status == FN_ERR_NOMEM:
+        raise MemoryError("fastnorm: a kernel could not allocate its scratch memory")
+    raise ValueError(f"fastnorm: a kernel rejected its arguments (status {status})")
+
+
+cdef inline int _kind(cnp.ndarray x) except -1:
+    cdef int t = cnp.PyArray_TYPE(x)
+    if t == cnp.NPY_FLOAT32:
+        return 0
+    if t == cnp.NPY_FLOAT64:
+        return 1
+    raise TypeError(f"fastnorm kernels take float32 or float64, not {x.dtype}")
+
+
+# ---- runtime -----------------------------------------------------------------------
+
+def set_num_threads(int n):
+    fn_set_num_threads(n)
+
+
+def get_num_threads():
+    return fn_get_num_threads()
+
+
+def openmp_enabled():
+    return bool(fn_openmp_enabled())
+
+
+def build_info():
+    return fn_build_info().decode()
+
+
+def isa_supported():
+    return ISA_LEVELS[fn_isa_supported()]
+
+
+def isa_active():
+    return ISA_LEVELS[fn_isa_active()]
+
+
+def isa_select(str name):
+    if name not in ISA_LEVELS:
+        raise ValueError(f"unknown SIMD level {name!r}; expected one of {ISA_LEVELS}")
+    if fn_isa_select(ISA_LEVELS.index(name)) != FN_OK:
+        raise ValueError(f"SIMD level {name!r} is not supported by this CPU or build "
+                         f"(best available: {isa_supported()!r})")
+
+
+# ---- rows family -------------------------------------------------------------------
+
+def layer_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
+                   object rstd, int64_t M, int64_t K, double eps):
+    cdef int st
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pw = _p(weight)
+    cdef void *pb = _p(bias)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_layer_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
+                                       <float *>pm, <float *>pr, M, K, eps)
+    else:
+        with nogil:
+            st = fn_layer_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
+                                       <double *>py, <double *>pm, <double *>pr, M, K, eps)
+    _check(st)
+
+
+def layer_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
+                   object weight, cnp.ndarray dx, object dweight, object dbias,
+                   int64_t M, int64_t K):
+    cdef int st
+    cdef void *pdy = cnp.PyArray_DATA(dy)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pm = cnp.PyArray_DATA(mean)
+    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdw = _p(dweight)
+    cdef void *pdb = _p(dbias)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_layer_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
+                                       <float *>pw, <float *>pdx, <float *>pdw,
+                                       <float *>pdb, M, K)
+    else:
+        with nogil:
+            st = fn_layer_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
+                                       <double *>pr, <double *>pw, <double *>pdx,
+                                       <double *>pdw, <double *>pdb, M, K)
+    _check(st)
+
+
+def rms_norm_fwd(cnp.ndarray x, object weight, cnp.ndarray y, object rstd,
+                 int64_t M, int64_t K, double eps):
+    cdef int st
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pw = _p(weight)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pr = _p(rstd)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_rms_norm_fwd_f32(<float *>px, <float *>pw, <float *>py, <float *>pr,
+                                     M, K, eps)
+    else:
+        with nogil:
+            st = fn_rms_norm_fwd_f64(<double *>px, <double *>pw, <double *>py,
+                                     <double *>pr, M, K, eps)
+    _check(st)
+
+
+def rms_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray rstd, object weight,
+                 cnp.ndarray dx, object dweight, int64_t M, int64_t K):
+    cdef int st
+    cdef void *pdy = cnp.PyArray_DATA(dy)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdw = _p(dweight)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_rms_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pr, <float *>pw,
+                                     <float *>pdx, <float *>pdw, M, K)
+    else:
+        with nogil:
+            st = fn_rms_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pr,
+                                     <double *>pw, <double *>pdx, <double *>pdw, M, K)
+    _check(st)

@@ -1,0 +1,220 @@
+"""layer_norm and rms_norm: the rows family (each row of an (M, K) view normalized alone)."""
+
+import numpy as np
+
+from . import _kernels
+from ._validate import (
+    as_input,
+    as_like,
+    as_param,
+    check_eps,
+    contiguous,
+    finish_out,
+    make_out,
+    normalize_axis,
+    prod,
+)
+
+__all__ = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
+
+
+def _layout(x, axis):
+    """(axis, M, K, batch_shape, norm_shape) for a first-normalized-axis `axis`."""
+    axis = normalize_axis(axis, x.ndim)
+    shape = x.shape
+    return axis, prod(shape[:axis]), prod(shape[axis:]), shape[:axis], shape[axis:]
+
+
+def _stat(shape, dtype, K):
+    if K == 0:
+        return np.full(shape, np.nan, dtype)
+    return np.empty(shape, dtype)
+
+
+def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return_stats=False):
+    r"""Layer normalization over the trailing axes ``x.shape[axis:]``.
+
+    .. math::
+
+        \mu = \frac{1}{K}\sum_k x_k, \qquad
+        \sigma^2 = \frac{1}{K}\sum_k (x_k - \mu)^2, \qquad
+        y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} \, \gamma + \beta
+
+    where the sums run over the K = prod(x.shape[axis:]) elements of one row.
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64
+        Input. Any strides; a non-contiguous input is copied once.
+    weight, bias : array_like of shape ``x.shape[axis:]``, optional
+        The affine re-scale :math:`\gamma` and re-shift :math:`\beta`, cast to x's dtype.
+    axis : int, default -1
+        The first normalized axis (ONNX convention): axes ``axis, ..., ndim-1`` are
+        normalized together.
+    eps : float, default 1e-5
+        Added to the variance inside the square root; must be finite and >= 0.
+    out : ndarray, optional
+        Receives y: same shape and dtype as x, writeable. ``out=x`` normalizes in place.
+    return_stats : bool, default False
+        Also return the statistics that :func:`layer_norm_backward` needs.
+
+    Returns
+    -------
+    y : ndarray, x's shape and dtype
+    mean, rstd : ndarray of shape ``x.shape[:axis]``, only with ``return_stats=True``
+        The row means and ``1 / sqrt(var + eps)``, in x's dtype. A zero-length row gives
+        NaN statistics.
+
+    Raises
+    ------
+    TypeError
+        x is not float32/float64, or out has the wrong dtype.
+    ValueError
+        weight/bias/out of the wrong shape, read-only out, or a negative eps.
+    numpy.exceptions.AxisError
+        axis out of range.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])
+    >>> fastnorm.layer_norm(x, eps=0.0)[0].round(4)
+    array([-1.2247,  0.    ,  1.2247])
+    """
+    x = as_input(x)
+    dtype = x.dtype
+    axis, M, K, batch_shape, norm_shape = _layout(x, axis)
+    eps = check_eps(eps)
+    weight = as_param(weight, "weight", norm_shape, dtype)
+    bias = as_param(bias, "bias", norm_shape, dtype)
+    xc = contiguous(x)
+    y = make_out(out, x.shape, dtype, (xc, weight, bias))
+    mean = rstd = None
+    if return_stats:
+        mean = _stat(batch_shape, dtype, K)
+        rstd = _stat(batch_shape, dtype, K)
+    if M * K:
+        _kernels.layer_norm_fwd(xc, weight, bias, y, mean, rstd, M, K, eps)
+    y = finish_out(y, out)
+    return (y, mean, rstd) if return_stats else y
+
+
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+    r"""Gradients of :func:`layer_norm` from the saved statistics.
+
+    With :math:`\hat x = (x - \mu)\,\mathrm{rstd}` and :math:`g = dy \cdot \gamma`
+    (K elements per row):
+
+    .. math::
+
+        dx = \mathrm{rstd}\,\Big(g - \tfrac{1}{K}\textstyle\sum g
+             - \hat x \,\tfrac{1}{K}\sum g \hat x\Big), \qquad
+        d\gamma = \textstyle\sum_{\text{rows}} dy\,\hat x, \qquad
+        d\beta = \textstyle\sum_{\text{rows}} dy
+
+    Parameters
+    ----------
+    dy : array_like, x's shape
+        Gradient of the loss with respect to y; cast to x's dtype.
+    x : array_like, float32 or float64
+        The forward input.
+    mean, rstd : array_like of shape ``x.shape[:axis]``
+        As returned by ``layer_norm(..., return_stats=True)``.
+    weight : array_like of shape ``x.shape[axis:]``, optional
+        The forward weight (None if the forward had none).
+    axis : int, default -1
+        The forward's first normalized axis.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dweight : ndarray of shape ``x.shape[axis:]``, or None when weight is None
+    dbias : ndarray of shape ``x.shape[axis:]``
+    """
+    x = as_input(x)
+    dtype = x.dtype
+    axis, M, K, batch_shape, norm_shape = _layout(x, axis)
+    dy = as_like(dy, "dy", x.shape, dtype)
+    mean = as_like(mean, "mean", batch_shape, dtype)
+    rstd = as_like(rstd, "rstd", batch_shape, dtype)
+    weight = as_param(weight, "weight", norm_shape, dtype)
+    dx = np.empty(x.shape, dtype)
+    dweight = None if weight is None else np.empty(norm_shape, dtype)
+    dbias = np.empty(norm_shape, dtype)
+    _kernels.layer_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias, M, K)
+    return dx, dweight, dbias
+
+
+def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False):
+    r"""RMS normalization over the trailing axes ``x.shape[axis:]`` (no mean subtraction).
+
+    .. math::
+
+        \mathrm{rstd} = \Big(\frac{1}{K}\sum_k x_k^2 + \epsilon\Big)^{-1/2}, \qquad
+        y = x \cdot \mathrm{rstd} \cdot \gamma
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64
+        Input. Any strides; a non-contiguous input is copied once.
+    weight : array_like of shape ``x.shape[axis:]``, optional
+        The re-scale :math:`\gamma`, cast to x's dtype.
+    axis : int, default -1
+        The first normalized axis; axes ``axis, ..., ndim-1`` are normalized together.
+    eps : float, default 1e-6
+        Added to the mean square; must be finite and >= 0. With eps > 0 a zero row gives
+        a zero output.
+    out : ndarray, optional
+        Receives y: same shape and dtype as x, writeable. ``out=x`` works in place.
+    return_stats : bool, default False
+        Also return ``rstd`` (shape ``x.shape[:axis]``, x's dtype).
+
+    Returns
+    -------
+    y : ndarray, or (y, rstd) with ``return_stats=True``
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0).round(4)
+    array([0.8485, 1.1314])
+    """
+    x = as_input(x)
+    dtype = x.dtype
+    axis, M, K, batch_shape, norm_shape = _layout(x, axis)
+    eps = check_eps(eps)
+    weight = as_param(weight, "weight", norm_shape, dtype)
+    xc = contiguous(x)
+    y = make_out(out, x.shape, dtype, (xc, weight))
+    rstd = _stat(batch_shape, dtype, K) if return_stats else None
+    if M * K:
+        _kernels.rms_norm_fwd(xc, weight, y, rstd, M, K, eps)
+    y = finish_out(y, out)
+    return (y, rstd) if return_stats else y
+
+
+def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
+    r"""Gradients of :func:`rms_norm` from the saved ``rstd``.
+
+    With :math:`\hat x = x\,\mathrm{rstd}` and :math:`g = dy \cdot \gamma`:
+
+    .. math::
+
+        dx = \mathrm{rstd}\,\Big(g - \hat x\,\tfrac{1}{K}\textstyle\sum g \hat x\Big),
+        \qquad d\gamma = \textstyle\sum_{\text{rows}} dy\,\hat x
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dweight : ndarray of shape ``x.shape[axis:]``, or None when weight is None
+    """
+    x = as_input(x)
+    dtype = x.dtype
+    axis, M, K, batch_shape, norm_shape = _layout(x, axis)
+    dy = as_like(dy, "dy", x.shape, dtype)
+    rstd = as_like(rstd, "rstd", batch_shape, dtype)
+    weight = as_param(weight, "weight", norm_shape, dtype)
+    dx = np.empty(x.shape, dtype)
+    dweight = None if weight is None else np.empty(norm_shape, dtype)
+    _kernels.rms_norm_bwd(dy, contiguous(x), rstd, weight, dx, dweight, M, K)
+    return dx, dweight

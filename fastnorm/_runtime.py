@@ -1,0 +1,88 @@
+"""Thread count, SIMD level and build configuration."""
+
+import operator
+import os
+import sys
+import warnings
+
+from . import _kernels
+
+__all__ = ["set_num_threads", "get_num_threads", "show_config", "config"]
+
+SIMD_LEVELS = _kernels.ISA_LEVELS
+
+
+def set_num_threads(n):
+    """Set the number of threads fastnorm's kernels use.
+
+    Parameters
+    ----------
+    n : int
+        ``n >= 1`` uses n threads for large inputs (small inputs always run on one).
+        ``0`` returns to the default: the OpenMP runtime's setting, which follows
+        ``OMP_NUM_THREADS`` and ``threadpoolctl``.
+
+    Results do not depend on the thread count: they are bitwise identical for any n.
+    """
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an integer, got {n!r}") from None
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    _kernels.set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads a large call uses now (1 in a build without OpenMP)."""
+    return _kernels.get_num_threads()
+
+
+def config():
+    """The build and runtime configuration as a dict."""
+    from . import __version__
+
+    return {
+        "version": __version__,
+        "build": _kernels.build_info(),
+        "openmp": _kernels.openmp_enabled(),
+        "num_threads": get_num_threads(),
+        "simd": _kernels.isa_active(),
+        "simd_supported": _kernels.isa_supported(),
+        "python": sys.version.split()[0],
+    }
+
+
+def show_config(file=None):
+    """Print version, compiler, OpenMP, thread count and SIMD level."""
+    c = config()
+    lines = [
+        f"fastnorm {c['version']}",
+        f"  build:       {c['build']}",
+        f"  OpenMP:      {'on' if c['openmp'] else 'off (serial build)'}",
+        f"  threads:     {c['num_threads']}",
+        f"  SIMD:        {c['simd']} (best supported: {c['simd_supported']}; "
+        f"FASTNORM_SIMD=baseline|avx2|avx512 forces one)",
+        f"  Python:      {c['python']}",
+    ]
+    print("\n".join(lines), file=file or sys.stdout)
+
+
+def _init_simd():
+    """Select the SIMD level at import: the best the CPU supports, or FASTNORM_SIMD."""
+    want = os.environ.get("FASTNORM_SIMD", "").strip().lower()
+    if not want:
+        _kernels.isa_select(_kernels.isa_supported())
+        return
+    try:
+        _kernels.isa_select(want)
+    except ValueError as e:
+        _kernels.isa_select(_kernels.isa_supported())
+        warnings.warn(f"FASTNORM_SIMD={want!r} ignored: {e}", RuntimeWarning, stacklevel=3)
+
+
+def _simd_level(name=None):
+    """Get, or with `name` set, the SIMD level of the kernels (for tests and benchmarks)."""
+    if name is not None:
+        _kernels.isa_select(name)
+    return _kernels.isa_active()

@@ -1,0 +1,142 @@
+"""Argument checking shared by every public function: the one place where input is judged.
+
+Each helper either returns an array ready for the C kernels (native-endian, aligned,
+C-contiguous, of the computing dtype) or raises TypeError / ValueError / AxisError
+with a message that says what was expected and what was received.
+"""
+
+import math
+import operator
+
+import numpy as np
+
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # numpy < 1.25
+    from numpy import AxisError
+
+try:
+    from numpy.lib.array_utils import normalize_axis_index
+except ImportError:  # numpy < 2.0
+    from numpy.core.multiarray import normalize_axis_index
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_SUPPORTED = "float32 or float64"
+
+__all__ = [
+    "AxisError",
+    "as_input",
+    "as_like",
+    "as_param",
+    "check_eps",
+    "contiguous",
+    "make_out",
+    "finish_out",
+    "normalize_axis",
+    "prod",
+]
+
+prod = math.prod
+
+
+def as_input(x, name="x"):
+    """`x` as an ndarray of a supported float dtype (not yet made contiguous)."""
+    x = np.asarray(x)
+    dt = x.dtype
+    if dt in FLOAT_DTYPES:
+        return x
+    if dt.kind == "f" and dt.itemsize in (4, 8) and not dt.isnative:
+        return x.astype(dt.newbyteorder("="))
+    raise TypeError(f"{name} must be {_SUPPORTED}, got dtype {dt}")
+
+
+def contiguous(a):
+    """`a` itself when the kernels can read it in place, else a C-ordered aligned copy."""
+    f = a.flags
+    if f.c_contiguous and f.aligned:
+        return a
+    return np.array(a, order="C", copy=True)
+
+
+def _as_float(a, name, dtype):
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real floating (or integer) array, got dtype {a.dtype}")
+    return a
+
+
+def as_param(p, name, shape, dtype):
+    """A per-element or per-channel parameter (weight, bias, ...): None, or an array of
+    exactly `shape`, returned contiguous in the computing `dtype` (cast if needed)."""
+    if p is None:
+        return None
+    p = _as_float(p, name, dtype)
+    if p.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {p.shape}")
+    if p.dtype != dtype:
+        return np.ascontiguousarray(p, dtype=dtype)
+    return contiguous(p)
+
+
+def as_like(a, name, shape, dtype):
+    """An array that must match `shape` (a gradient, saved statistics): contiguous, cast
+    to `dtype`."""
+    a = _as_float(a, name, dtype)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    if a.dtype != dtype:
+        return np.ascontiguousarray(a, dtype=dtype)
+    return contiguous(a)
+
+
+def check_eps(eps):
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        raise TypeError(f"eps must be a real number, got {eps!r}") from None
+    if not (e >= 0.0) or math.isinf(e):
+        raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
+    return e
+
+
+def normalize_axis(axis, ndim, name="axis"):
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {axis!r}") from None
+    return normalize_axis_index(axis, ndim)
+
+
+def make_out(out, shape, dtype, inputs):
+    """The array the kernel writes into: a fresh one when `out` is None, `out` itself when
+    the kernel can write it directly, else a temporary (see finish_out).
+
+    The kernel may write directly into `out` when it is C-contiguous and aligned and it
+    either shares no memory with `inputs` or is exactly the first input (in place)."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype}, got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    f = out.flags
+    if f.c_contiguous and f.aligned:
+        first = inputs[0]
+        same = (out.__array_interface__["data"][0] == first.__array_interface__["data"][0]
+                and out.strides == first.strides)
+        others = inputs[1:] if same else inputs
+        if not any(a is not None and np.may_share_memory(out, a) for a in others):
+            return out
+    return np.empty(shape, dtype)
+
+
+def finish_out(y, out):
+    """Return `out` after copying the result into it when the kernel wrote a temporary."""
+    if out is None or y is out:
+        return y
+    np.copyto(out, y)
+    return out
