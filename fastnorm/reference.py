@@ -1,0 +1,955 @@
+"""NumPy reference implementations of every fastnorm operation.
+
+This module is the oracle against which the C kernels are tested and the baseline the benchmarks
+compare with. It is deliberately slow and simple:
+
+* results are float64 whatever the input dtype; this module is the oracle;
+* every statistic is computed in float64 with the two-pass formula (the mean first, then the mean
+  of the squared deviations), never as ``E[x**2] - E[x]**2``;
+* validation is light: shapes, axes and group counts are checked, dtypes are not.
+
+It imports nothing but NumPy and can be loaded on its own from its file path.
+
+Conventions shared by all functions:
+
+* ``rstd = 1 / sqrt(var + eps)`` with the biased (population) variance;
+* a reduction over zero elements gives NaN statistics, silently; an empty batch gives empty
+  outputs and gradients;
+* ``out=``, when given, receives the forward output (cast to its dtype) and is returned in place
+  of a new array;
+* backward functions return ``None`` for the gradient of a parameter that was ``None``.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import numpy as np
+
+__all__ = [
+    "batch_norm",
+    "batch_norm_backward",
+    "cosine_norm",
+    "cosine_norm_backward",
+    "group_norm",
+    "group_norm_backward",
+    "instance_norm",
+    "instance_norm_backward",
+    "l2_normalize",
+    "l2_normalize_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_backward",
+    "weight_norm",
+    "weight_norm_backward",
+]
+
+_TINY = np.finfo(np.float64).tiny
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _quiet(func):
+    """Run ``func`` with floating-point warnings off.
+
+    NaN statistics of empty reductions and the inf/NaN of ``eps = 0`` on constant input are
+    defined results of the reference, not errors.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def _axis(axis, ndim):
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim)
+    return axis % ndim
+
+
+def _param(p, shape, name):
+    if p is None:
+        return None
+    p = _f64(p)
+    if p.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {p.shape}")
+    return p
+
+
+def _count(shape, axes):
+    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+
+
+def _mean(a, axes):
+    """Mean over ``axes`` with kept dimensions; NaN (no warning) over zero elements."""
+    return a.sum(axis=axes, keepdims=True) / _count(a.shape, axes)
+
+
+def _mean_var(x, axes):
+    mean = _mean(x, axes)
+    var = _mean((x - mean) ** 2, axes)
+    return mean, var
+
+
+def _finish(y, out):
+    if out is None:
+        return y
+    out[...] = y
+    return out
+
+
+def _channel_shape(ndim, axis):
+    shape = [1] * ndim
+    shape[axis] = -1
+    return shape
+
+
+def _check_eps(eps):
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+
+
+# --------------------------------------------------------------------------- layer norm
+
+
+@_quiet
+def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return_stats=False):
+    r"""Layer normalization over the trailing axes ``x.shape[axis:]``.
+
+    .. math::
+
+        \mu = \operatorname{mean}(x), \quad
+        \sigma^2 = \operatorname{mean}((x - \mu)^2), \quad
+        r = 1 / \sqrt{\sigma^2 + \epsilon}, \quad
+        y = (x - \mu)\, r\, \gamma + \beta
+
+    with the mean and variance taken over the axes ``axis, ..., x.ndim - 1`` together.
+
+    Parameters
+    ----------
+    x : array_like
+        Input of any shape with at least one axis.
+    weight, bias : array_like, optional
+        Affine parameters of shape ``x.shape[axis:]``.
+    axis : int, default -1
+        First normalized axis (ONNX convention).
+    eps : float, default 1e-5
+        Added to the variance inside the square root.
+    out : ndarray, optional
+        Receives ``y``.
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd``.
+
+    Returns
+    -------
+    y : ndarray
+        Shape of ``x``, float64 (or ``out``).
+    mean, rstd : ndarray
+        Shape ``x.shape[:axis]``, only with ``return_stats=True``.
+
+    Examples
+    --------
+    >>> y = layer_norm(np.array([[1.0, 2.0, 3.0]]), eps=0.0)
+    >>> np.round(y * np.sqrt(2 / 3), 6)
+    array([[-1.,  0.,  1.]])
+    """
+    _check_eps(eps)
+    x = _f64(x)
+    axis = _axis(axis, x.ndim)
+    axes = tuple(range(axis, x.ndim))
+    weight = _param(weight, x.shape[axis:], "weight")
+    bias = _param(bias, x.shape[axis:], "bias")
+    mean, var = _mean_var(x, axes)
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = (x - mean) * rstd
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    y = _finish(y, out)
+    if return_stats:
+        return y, mean.reshape(x.shape[:axis]), rstd.reshape(x.shape[:axis])
+    return y
+
+
+@_quiet
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+    r"""Gradients of :func:`layer_norm`.
+
+    With :math:`\hat x = (x - \mu) r`, :math:`g = \gamma\, dy` and means over the normalized axes:
+
+    .. math::
+
+        dx = r \left(g - \operatorname{mean}(g) - \hat x \operatorname{mean}(g \hat x)\right),
+        \quad d\gamma = \sum_{\text{leading}} dy\, \hat x,
+        \quad d\beta = \sum_{\text{leading}} dy
+
+    Parameters
+    ----------
+    dy, x : array_like
+        Upstream gradient and forward input, same shape.
+    mean, rstd : array_like
+        Saved statistics, shape ``x.shape[:axis]``.
+    weight : array_like, optional
+        Shape ``x.shape[axis:]``.
+    axis : int, default -1
+        First normalized axis.
+
+    Returns
+    -------
+    dx : ndarray
+        Shape of ``x``.
+    dweight : ndarray or None
+        Shape ``x.shape[axis:]``; ``None`` when ``weight`` is ``None``.
+    dbias : ndarray
+        Shape ``x.shape[axis:]``, always returned.
+    """
+    x = _f64(x)
+    dy = _f64(dy)
+    axis = _axis(axis, x.ndim)
+    axes = tuple(range(axis, x.ndim))
+    lead = tuple(range(axis))
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    mean = _f64(mean).reshape(stat_shape)
+    rstd = _f64(rstd).reshape(stat_shape)
+    weight = _param(weight, x.shape[axis:], "weight")
+    xhat = (x - mean) * rstd
+    g = dy if weight is None else dy * weight
+    dx = rstd * (g - _mean(g, axes) - xhat * _mean(g * xhat, axes))
+    dweight = None if weight is None else (dy * xhat).sum(axis=lead)
+    dbias = dy.sum(axis=lead)
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------- RMS norm
+
+
+@_quiet
+def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False):
+    r"""Root-mean-square normalization over the trailing axes ``x.shape[axis:]``.
+
+    .. math::
+
+        r = 1 / \sqrt{\operatorname{mean}(x^2) + \epsilon}, \quad y = x\, r\, \gamma
+
+    Parameters
+    ----------
+    x : array_like
+        Input of any shape with at least one axis.
+    weight : array_like, optional
+        Shape ``x.shape[axis:]``.
+    axis : int, default -1
+        First normalized axis.
+    eps : float, default 1e-6
+        Added to the mean square inside the square root.
+    out : ndarray, optional
+        Receives ``y``.
+    return_stats : bool, default False
+        Also return ``rstd``.
+
+    Returns
+    -------
+    y : ndarray
+        Shape of ``x``.
+    rstd : ndarray
+        Shape ``x.shape[:axis]``, only with ``return_stats=True``.
+
+    Examples
+    --------
+    >>> rms_norm(np.array([3.0, -3.0]), eps=0.0)
+    array([ 1., -1.])
+    """
+    _check_eps(eps)
+    x = _f64(x)
+    axis = _axis(axis, x.ndim)
+    axes = tuple(range(axis, x.ndim))
+    weight = _param(weight, x.shape[axis:], "weight")
+    rstd = 1.0 / np.sqrt(_mean(x * x, axes) + eps)
+    y = x * rstd
+    if weight is not None:
+        y = y * weight
+    y = _finish(y, out)
+    if return_stats:
+        return y, rstd.reshape(x.shape[:axis])
+    return y
+
+
+@_quiet
+def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
+    r"""Gradients of :func:`rms_norm`.
+
+    With :math:`g = \gamma\, dy` and means over the normalized axes
+    (:math:`\partial r / \partial x_i = -r^3 x_i / K`):
+
+    .. math::
+
+        dx = r\, g - x\, r^3 \operatorname{mean}(g x), \quad
+        d\gamma = \sum_{\text{leading}} dy\, x\, r
+
+    Returns
+    -------
+    dx : ndarray
+        Shape of ``x``.
+    dweight : ndarray or None
+        Shape ``x.shape[axis:]``; ``None`` when ``weight`` is ``None``.
+    """
+    x = _f64(x)
+    dy = _f64(dy)
+    axis = _axis(axis, x.ndim)
+    axes = tuple(range(axis, x.ndim))
+    lead = tuple(range(axis))
+    rstd = _f64(rstd).reshape(x.shape[:axis] + (1,) * (x.ndim - axis))
+    weight = _param(weight, x.shape[axis:], "weight")
+    g = dy if weight is None else dy * weight
+    dx = rstd * g - x * rstd**3 * _mean(g * x, axes)
+    dweight = None if weight is None else (dy * x * rstd).sum(axis=lead)
+    return dx, dweight
+
+
+# --------------------------------------------------------------------------- batch norm
+
+
+def _bn_setup(x, axis):
+    x = _f64(x)
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm expects at least 2 dimensions, got {x.ndim}")
+    axis = _axis(axis, x.ndim)
+    others = tuple(a for a in range(x.ndim) if a != axis)
+    return x, axis, others
+
+
+@_quiet
+def batch_norm(
+    x,
+    weight=None,
+    bias=None,
+    running_mean=None,
+    running_var=None,
+    *,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+    axis=1,
+    out=None,
+    return_stats=False,
+):
+    r"""Batch normalization: per-channel statistics over every other axis.
+
+    Training mode, with :math:`n` the number of values per channel:
+
+    .. math::
+
+        \mu_c = \operatorname{mean}(x_{\cdot c \cdot}), \quad
+        \sigma_c^2 = \operatorname{mean}((x_{\cdot c \cdot} - \mu_c)^2), \quad
+        y = (x - \mu_c)\, r_c\, \gamma_c + \beta_c, \quad r_c = 1 / \sqrt{\sigma_c^2 + \epsilon}
+
+    and, when given, the running statistics are updated in place (PyTorch convention):
+
+    .. math::
+
+        \text{running\_mean} \leftarrow (1 - m)\,\text{running\_mean} + m\,\mu, \quad
+        \text{running\_var} \leftarrow (1 - m)\,\text{running\_var}
+            + m\,\sigma^2 \frac{n}{n - 1}
+
+    Evaluation mode (``training=False``) uses :math:`\mu = \text{running\_mean}` and
+    :math:`r = 1/\sqrt{\text{running\_var} + \epsilon}`.
+
+    Parameters
+    ----------
+    x : array_like
+        At least 2 dimensions.
+    weight, bias : array_like, optional
+        Shape ``(C,)`` with ``C = x.shape[axis]``.
+    running_mean, running_var : ndarray, optional
+        Shape ``(C,)``; updated in place in training mode, required in evaluation mode.
+    training : bool, default True
+    momentum : float, default 0.1
+        In ``[0, 1]``.
+    eps : float, default 1e-5
+    axis : int, default 1
+        Channel axis; any position, negative allowed (``-1`` for channels-last).
+    out : ndarray, optional
+        Receives ``y``.
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd`` (the ones used to normalize).
+
+    Returns
+    -------
+    y : ndarray
+        Shape of ``x``.
+    mean, rstd : ndarray
+        Shape ``(C,)``, only with ``return_stats=True``.
+
+    Raises
+    ------
+    ValueError
+        In training mode with exactly one value per channel; in evaluation mode without running
+        statistics.
+
+    Notes
+    -----
+    With an empty batch (``n = 0``) the statistics are NaN and the running statistics are left
+    untouched.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+    >>> batch_norm(x, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    """
+    _check_eps(eps)
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    x, axis, others = _bn_setup(x, axis)
+    c = x.shape[axis]
+    n = _count(x.shape, others)
+    weight = _param(weight, (c,), "weight")
+    bias = _param(bias, (c,), "bias")
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is not None and np.shape(r) != (c,):
+            raise ValueError(f"{name} must have shape {(c,)}, got {np.shape(r)}")
+    if training:
+        if n == 1:
+            raise ValueError(f"expected more than 1 value per channel when training, got {n}")
+        mean, var = _mean_var(x, others)
+        mean, var = mean.reshape(c), var.reshape(c)
+        if n > 1:
+            if running_mean is not None:
+                running_mean[...] = (1.0 - momentum) * _f64(running_mean) + momentum * mean
+            if running_var is not None:
+                unbiased = var * (n / (n - 1))
+                running_var[...] = (1.0 - momentum) * _f64(running_var) + momentum * unbiased
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("training=False needs running_mean and running_var")
+        mean = _f64(running_mean).copy()
+        var = _f64(running_var)
+    rstd = 1.0 / np.sqrt(var + eps)
+    bshape = _channel_shape(x.ndim, axis)
+    y = (x - mean.reshape(bshape)) * rstd.reshape(bshape)
+    if weight is not None:
+        y = y * weight.reshape(bshape)
+    if bias is not None:
+        y = y + bias.reshape(bshape)
+    y = _finish(y, out)
+    if return_stats:
+        return y, mean, rstd
+    return y
+
+
+@_quiet
+def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True):
+    r"""Gradients of :func:`batch_norm`.
+
+    With :math:`\hat x = (x - \mu) r`, :math:`g = \gamma\, dy` and sums over the :math:`n` values
+    of each channel, in training mode
+
+    .. math::
+
+        dx = \frac{r}{n}\left(n g - \sum g - \hat x \sum g \hat x\right),
+
+    and in evaluation mode (the statistics are constants) :math:`dx = g\, r`. In both modes
+
+    .. math::
+
+        d\gamma_c = \sum dy\, \hat x, \quad d\beta_c = \sum dy.
+
+    Returns
+    -------
+    dx : ndarray
+        Shape of ``x``.
+    dweight : ndarray or None
+        Shape ``(C,)``; ``None`` when ``weight`` is ``None``.
+    dbias : ndarray
+        Shape ``(C,)``.
+    """
+    x, axis, others = _bn_setup(x, axis)
+    dy = _f64(dy)
+    c = x.shape[axis]
+    bshape = _channel_shape(x.ndim, axis)
+    mean = _f64(mean).reshape(bshape)
+    rstd = _f64(rstd).reshape(bshape)
+    weight = _param(weight, (c,), "weight")
+    xhat = (x - mean) * rstd
+    g = dy if weight is None else dy * weight.reshape(bshape)
+    if training:
+        dx = rstd * (g - _mean(g, others) - xhat * _mean(g * xhat, others))
+    else:
+        dx = g * rstd
+    dweight = None if weight is None else (dy * xhat).sum(axis=others)
+    dbias = dy.sum(axis=others)
+    return dx, dweight, dbias
+
+
+# --------------------------------------------------------------------------- group / instance norm
+
+
+def _grouped(x, axis, num_groups, group_size):
+    """View ``x`` as ``(N, G, C // G, *spatial)`` with the channel axis moved next to N."""
+    xm = np.moveaxis(x, axis, 1)
+    return xm.reshape((xm.shape[0], num_groups, group_size) + xm.shape[2:])
+
+
+def _ungrouped(a, shape, axis):
+    moved = (shape[0], shape[axis]) + tuple(s for i, s in enumerate(shape) if i not in (0, axis))
+    return np.moveaxis(a.reshape(moved), 1, axis)
+
+
+def _gn_setup(x, axis, num_groups):
+    x = _f64(x)
+    if x.ndim < 2:
+        raise ValueError(f"group_norm expects at least 2 dimensions, got {x.ndim}")
+    axis = _axis(axis, x.ndim)
+    if axis == 0:
+        raise ValueError("the channel axis cannot be axis 0, the batch axis")
+    c = x.shape[axis]
+    num_groups = operator.index(num_groups)
+    if c == 0 and num_groups == 0:
+        return x, axis, 0, 1
+    if num_groups <= 0 or c % num_groups:
+        raise ValueError(
+            f"num_groups must be positive and divide the {c} channels, got {num_groups}"
+        )
+    return x, axis, num_groups, c // num_groups
+
+
+def _gn_forward(x, num_groups, weight, bias, axis, eps, out, return_stats):
+    _check_eps(eps)
+    x, axis, groups, size = _gn_setup(x, axis, num_groups)
+    c = x.shape[axis]
+    weight = _param(weight, (c,), "weight")
+    bias = _param(bias, (c,), "bias")
+    xg = _grouped(x, axis, groups, size)
+    red = tuple(range(2, xg.ndim))
+    mean, var = _mean_var(xg, red)
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = _ungrouped((xg - mean) * rstd, x.shape, axis)
+    bshape = _channel_shape(x.ndim, axis)
+    if weight is not None:
+        y = y * weight.reshape(bshape)
+    if bias is not None:
+        y = y + bias.reshape(bshape)
+    y = _finish(y, out)
+    if return_stats:
+        stat_shape = (x.shape[0], groups)
+        return y, mean.reshape(stat_shape), rstd.reshape(stat_shape)
+    return y
+
+
+def _gn_backward(dy, x, mean, rstd, num_groups, weight, axis):
+    x, axis, groups, size = _gn_setup(x, axis, num_groups)
+    dy = _f64(dy)
+    c = x.shape[axis]
+    weight = _param(weight, (c,), "weight")
+    others = tuple(a for a in range(x.ndim) if a != axis)
+    bshape = _channel_shape(x.ndim, axis)
+    g = dy if weight is None else dy * weight.reshape(bshape)
+    xg = _grouped(x, axis, groups, size)
+    gg = _grouped(g, axis, groups, size)
+    red = tuple(range(2, xg.ndim))
+    stat_shape = (x.shape[0], groups) + (1,) * (xg.ndim - 2)
+    mean = _f64(mean).reshape(stat_shape)
+    rstd = _f64(rstd).reshape(stat_shape)
+    xhat_g = (xg - mean) * rstd
+    dx_g = rstd * (gg - _mean(gg, red) - xhat_g * _mean(gg * xhat_g, red))
+    dx = _ungrouped(dx_g, x.shape, axis)
+    xhat = _ungrouped(xhat_g, x.shape, axis)
+    dweight = None if weight is None else (dy * xhat).sum(axis=others)
+    dbias = dy.sum(axis=others)
+    return dx, dweight, dbias
+
+
+@_quiet
+def group_norm(
+    x, num_groups, weight=None, bias=None, *, axis=1, eps=1e-5, out=None, return_stats=False
+):
+    r"""Group normalization.
+
+    The ``C = x.shape[axis]`` channels are split into ``G = num_groups`` consecutive blocks of
+    ``C // G`` channels. For each sample ``n`` (axis 0) and group ``k`` the statistics run over the
+    channels of the group and every spatial position (all axes but 0 and ``axis``):
+
+    .. math::
+
+        \mu_{nk} = \operatorname{mean}(x_{n,k}), \quad
+        \sigma_{nk}^2 = \operatorname{mean}((x_{n,k} - \mu_{nk})^2), \quad
+        y = (x - \mu_{nk})\, r_{nk}\, \gamma_c + \beta_c,\quad
+        r_{nk} = 1 / \sqrt{\sigma_{nk}^2 + \epsilon}
+
+    Parameters
+    ----------
+    x : array_like
+        Shape ``(N, ..., C, ...)``, at least 2 dimensions.
+    num_groups : int
+        Positive divisor of ``C``.
+    weight, bias : array_like, optional
+        Shape ``(C,)``.
+    axis : int, default 1
+        Channel axis, not 0 (``-1`` for channels-last).
+    eps : float, default 1e-5
+    out : ndarray, optional
+        Receives ``y``.
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd``.
+
+    Returns
+    -------
+    y : ndarray
+        Shape of ``x``.
+    mean, rstd : ndarray
+        Shape ``(N, G)``, only with ``return_stats=True``.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 3.0, 10.0, 30.0]])
+    >>> group_norm(x, 2, eps=0.0)
+    array([[-1.,  1., -1.,  1.]])
+    """
+    return _gn_forward(x, num_groups, weight, bias, axis, eps, out, return_stats)
+
+
+@_quiet
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
+    r"""Gradients of :func:`group_norm`.
+
+    Within each (sample, group) block, with :math:`\hat x = (x - \mu) r` and
+    :math:`g = \gamma_c\, dy`:
+
+    .. math::
+
+        dx = r\left(g - \operatorname{mean}(g) - \hat x \operatorname{mean}(g \hat x)\right),
+        \quad d\gamma_c = \sum dy\, \hat x, \quad d\beta_c = \sum dy
+
+    the last two summed over every axis but the channel axis.
+
+    Returns
+    -------
+    dx : ndarray
+        Shape of ``x``.
+    dweight : ndarray or None
+        Shape ``(C,)``; ``None`` when ``weight`` is ``None``.
+    dbias : ndarray
+        Shape ``(C,)``.
+    """
+    return _gn_backward(dy, x, mean, rstd, num_groups, weight, axis)
+
+
+@_quiet
+def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5, out=None, return_stats=False):
+    r"""Instance normalization: :func:`group_norm` with one group per channel.
+
+    .. math::
+
+        y = (x - \mu_{nc})\, r_{nc}\, \gamma_c + \beta_c
+
+    with the statistics of each (sample, channel) over the spatial positions.
+
+    Returns
+    -------
+    y : ndarray
+        Shape of ``x``.
+    mean, rstd : ndarray
+        Shape ``(N, C)``, only with ``return_stats=True``.
+
+    Examples
+    --------
+    >>> x = np.array([[[1.0, 3.0], [10.0, 30.0]]])
+    >>> instance_norm(x, eps=0.0)
+    array([[[-1.,  1.],
+            [-1.,  1.]]])
+    """
+    x = _f64(x)
+    c = x.shape[_axis(axis, x.ndim)] if x.ndim >= 2 else 0
+    return _gn_forward(x, c, weight, bias, axis, eps, out, return_stats)
+
+
+@_quiet
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1):
+    r"""Gradients of :func:`instance_norm` (:func:`group_norm_backward` with ``G = C``).
+
+    Returns
+    -------
+    dx : ndarray
+        Shape of ``x``.
+    dweight : ndarray or None
+        Shape ``(C,)``; ``None`` when ``weight`` is ``None``.
+    dbias : ndarray
+        Shape ``(C,)``.
+    """
+    x = _f64(x)
+    c = x.shape[_axis(axis, x.ndim)] if x.ndim >= 2 else 0
+    return _gn_backward(dy, x, mean, rstd, c, weight, axis)
+
+
+# --------------------------------------------------------------------------- L2 normalize
+
+
+@_quiet
+def l2_normalize(x, *, axis=-1, eps=1e-12, out=None, return_stats=False):
+    r"""Divide by the Euclidean norm along one axis.
+
+    .. math::
+
+        \lVert x \rVert = \sqrt{\textstyle\sum x_i^2}, \quad
+        y = x / \max(\lVert x \rVert, \epsilon)
+
+    A zero vector gives a zero output.
+
+    Parameters
+    ----------
+    x : array_like
+    axis : int, default -1
+        The single normalized axis.
+    eps : float, default 1e-12
+        Lower bound of the divisor.
+    out : ndarray, optional
+        Receives ``y``.
+    return_stats : bool, default False
+        Also return ``norm``.
+
+    Returns
+    -------
+    y : ndarray
+        Shape of ``x``.
+    norm : ndarray
+        The unclamped norm, shape of ``x`` without ``axis``; only with ``return_stats=True``.
+
+    Examples
+    --------
+    >>> l2_normalize(np.array([3.0, 4.0]))
+    array([0.6, 0.8])
+    """
+    _check_eps(eps)
+    x = _f64(x)
+    axis = _axis(axis, x.ndim)
+    norm = np.sqrt((x * x).sum(axis=axis))
+    y = x / np.expand_dims(np.maximum(norm, eps), axis)
+    y = _finish(y, out)
+    if return_stats:
+        return y, norm
+    return y
+
+
+@_quiet
+def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
+    r"""Gradient of :func:`l2_normalize` from its output.
+
+    Where :math:`\lVert x \rVert > \epsilon`, :math:`y = x / \lVert x \rVert` and
+
+    .. math::
+
+        dx = \left(dy - y \textstyle\sum (dy\, y)\right) / \lVert x \rVert;
+
+    elsewhere the divisor is the constant :math:`\epsilon` and :math:`dx = dy / \epsilon`,
+    which keeps the gradient of a zero vector finite.
+
+    Parameters
+    ----------
+    dy, y : array_like
+        Upstream gradient and forward output, same shape.
+    norm : array_like
+        The saved unclamped norm, shape of ``y`` without ``axis``.
+
+    Returns
+    -------
+    dx : ndarray
+        Shape of ``y``.
+    """
+    dy = _f64(dy)
+    y = _f64(y)
+    axis = _axis(axis, y.ndim)
+    norm = np.expand_dims(_f64(norm), axis)
+    big = norm > eps
+    proj = (dy - y * (dy * y).sum(axis=axis, keepdims=True)) / np.where(big, norm, 1.0)
+    return np.where(big, proj, dy / eps)
+
+
+# --------------------------------------------------------------------------- weight norm
+
+
+def _wn_setup(v, g, axis):
+    v = _f64(v)
+    if v.ndim == 0:
+        raise ValueError("weight_norm expects at least 1 dimension")
+    axis = _axis(axis, v.ndim)
+    c = v.shape[axis]
+    g = _f64(g)
+    keep = tuple(c if i == axis else 1 for i in range(v.ndim))
+    if g.shape not in ((c,), keep):
+        raise ValueError(f"g must have shape {(c,)} or {keep}, got {g.shape}")
+    others = tuple(a for a in range(v.ndim) if a != axis)
+    return v, g, axis, others, _channel_shape(v.ndim, axis)
+
+
+@_quiet
+def weight_norm(v, g, *, axis=0, return_stats=False):
+    r"""Weight normalization: :math:`w = g\, v / \lVert v \rVert` per slice along ``axis``.
+
+    .. math::
+
+        \lVert v \rVert_c = \sqrt{\textstyle\sum_{\text{other axes}} v^2}, \quad
+        w = g_c\, v / \max(\lVert v \rVert_c, \text{tiny})
+
+    with ``tiny = np.finfo(np.float64).tiny``: a zero slice of ``v`` gives a zero slice of ``w``
+    (and zero gradients, see :func:`weight_norm_backward`).
+
+    Parameters
+    ----------
+    v : array_like
+        The direction, at least 1 dimension.
+    g : array_like
+        The magnitude, shape ``(v.shape[axis],)`` or ``v.ndim`` dimensions with ones except at
+        ``axis``.
+    axis : int, default 0
+        The axis that is not reduced (PyTorch's ``dim``).
+    return_stats : bool, default False
+        Also return ``norm``.
+
+    Returns
+    -------
+    w : ndarray
+        Shape of ``v``.
+    norm : ndarray
+        The unclamped norm, shape ``(v.shape[axis],)``; only with ``return_stats=True``.
+
+    Examples
+    --------
+    >>> weight_norm(np.array([[3.0, 4.0]]), np.array([10.0]))
+    array([[6., 8.]])
+    """
+    v, g, axis, others, bshape = _wn_setup(v, g, axis)
+    norm = np.sqrt((v * v).sum(axis=others))
+    w = g.reshape(bshape) * v / np.maximum(norm, _TINY).reshape(bshape)
+    if return_stats:
+        return w, norm
+    return w
+
+
+@_quiet
+def weight_norm_backward(dw, v, g, norm, *, axis=0):
+    r"""Gradients of :func:`weight_norm`.
+
+    With sums over every axis but ``axis`` and :math:`\lVert v \rVert` the saved norm:
+
+    .. math::
+
+        dg = \frac{\sum dw\, v}{\lVert v \rVert}, \quad
+        dv = \frac{g}{\lVert v \rVert}\left(dw - v \frac{dg}{\lVert v \rVert}\right)
+
+    For a slice with ``norm == 0`` the function is not differentiable; its ``dv`` and ``dg``
+    are defined as 0.
+
+    Returns
+    -------
+    dv : ndarray
+        Shape of ``v``.
+    dg : ndarray
+        Shape of ``g`` as passed.
+    """
+    v, g, axis, others, bshape = _wn_setup(v, g, axis)
+    dw = _f64(dw)
+    norm = _f64(norm)
+    zero = norm == 0
+    safe = np.where(zero, 1.0, norm)
+    dg = np.where(zero, 0.0, (dw * v).sum(axis=others) / safe)
+    scale = np.where(zero, 0.0, g.reshape(-1) / safe).reshape(bshape)
+    dv = scale * (dw - v * (dg / safe).reshape(bshape))
+    return dv, dg.reshape(g.shape)
+
+
+# --------------------------------------------------------------------------- cosine norm
+
+
+def _rows(a, name):
+    a = _f64(a)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must have 2 dimensions, got {a.ndim}")
+    return a
+
+
+@_quiet
+def cosine_norm(x, w, *, eps=1e-12, return_stats=False):
+    r"""Cosine normalization: the cosine similarity of every row of ``x`` with every row of ``w``.
+
+    .. math::
+
+        y_{nm} = \operatorname{clip}\left(\frac{x_n \cdot w_m}
+            {\max(\lVert x_n \rVert, \epsilon)\,\max(\lVert w_m \rVert, \epsilon)},
+            -1, 1\right)
+
+    Parameters
+    ----------
+    x : array_like
+        Shape ``(N, D)``.
+    w : array_like
+        Shape ``(M, D)``.
+    eps : float, default 1e-12
+    return_stats : bool, default False
+        Also return the unclamped norms.
+
+    Returns
+    -------
+    y : ndarray
+        Shape ``(N, M)``, in ``[-1, 1]``.
+    x_norm, w_norm : ndarray
+        Shapes ``(N,)`` and ``(M,)``, only with ``return_stats=True``.
+
+    Examples
+    --------
+    >>> cosine_norm(np.array([[1.0, 0.0]]), np.array([[2.0, 0.0], [0.0, 5.0]]))
+    array([[1., 0.]])
+    """
+    _check_eps(eps)
+    x = _rows(x, "x")
+    w = _rows(w, "w")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x and w need the same number of columns, got {x.shape} and {w.shape}")
+    xh, x_norm = l2_normalize(x, axis=1, eps=eps, return_stats=True)
+    wh, w_norm = l2_normalize(w, axis=1, eps=eps, return_stats=True)
+    y = np.clip(xh @ wh.T, -1.0, 1.0)
+    if return_stats:
+        return y, x_norm, w_norm
+    return y
+
+
+@_quiet
+def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
+    r"""Gradients of :func:`cosine_norm` (the clip is treated as the identity).
+
+    With :math:`\hat x = x / \max(\lVert x \rVert, \epsilon)` and :math:`\hat w` likewise,
+
+    .. math::
+
+        d\hat x = dy\, \hat w, \quad d\hat w = dy^\top \hat x,
+
+    then :func:`l2_normalize_backward` row by row for ``dx`` and ``dw``.
+
+    Returns
+    -------
+    dx : ndarray
+        Shape ``(N, D)``.
+    dw : ndarray
+        Shape ``(M, D)``.
+    """
+    dy = _f64(dy)
+    x = _rows(x, "x")
+    w = _rows(w, "w")
+    x_norm = _f64(x_norm)
+    w_norm = _f64(w_norm)
+    xh = x / np.maximum(x_norm, eps)[:, None]
+    wh = w / np.maximum(w_norm, eps)[:, None]
+    dx = l2_normalize_backward(dy @ wh, xh, x_norm, axis=1, eps=eps)
+    dw = l2_normalize_backward(dy.T @ xh, wh, w_norm, axis=1, eps=eps)
+    return dx, dw
