@@ -47,3 +47,24 @@ int fn_isa_active(void);
 
 FN_ROWS_DISPATCH(float, f32)
 FN_ROWS_DISPATCH(double, f64)
+
+#define FN_CHANNELS_DISPATCH(T, SFX)                                                       \
+    FN_DISPATCH(fn_batch_norm_fwd_##SFX,                                                   \
+                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, T *rm, T *rv, \
+                 int64_t A, int64_t C, int64_t B, double eps, double mom, int training),   \
+                (x, w, b, y, mean, rstd, rm, rv, A, C, B, eps, mom, training))             \
+    FN_DISPATCH(fn_batch_norm_bwd_##SFX,                                                   \
+                (const T *dy, const T *x, const T *mean, const T *rstd, const T *w, T *dx, \
+                 T *dw, T *db, int64_t A, int64_t C, int64_t B, int training),             \
+                (dy, x, mean, rstd, w, dx, dw, db, A, C, B, training))                     \
+    FN_DISPATCH(fn_group_norm_fwd_##SFX,                                                   \
+                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, int64_t N,    \
+                 int64_t A, int64_t C, int64_t B, int64_t G, double eps),                  \
+                (x, w, b, y, mean, rstd, N, A, C, B, G, eps))                              \
+    FN_DISPATCH(fn_group_norm_bwd_##SFX,                                                   \
+                (const T *dy, const T *x, const T *mean, const T *rstd, const T *w, T *dx, \
+                 T *dw, T *db, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G),     \
+                (dy, x, mean, rstd, w, dx, dw, db, N, A, C, B, G))
+
+FN_CHANNELS_DISPATCH(float, f32)
+FN_CHANNELS_DISPATCH(double, f64)

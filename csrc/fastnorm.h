@@ -72,6 +72,38 @@ int fn_rms_norm_bwd_f32(const float *dy, const float *x, const float *rstd, cons
 int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
                         const double *weight, double *dx, double *dweight, int64_t M, int64_t K);
 
+/* ---- channels family: batch, group and instance norm over (N, A, C, B) -------------
+ *
+ * The channel axis of x is C; A is the product of the axes before it, B of those after
+ * (channels-first: B = spatial size; channels-last: B = 1).
+ *
+ * batch_norm: statistics per channel over A x B. training = 1 computes them from the
+ *   batch (A * B >= 2) and, where running_mean / running_var are not NULL, updates them
+ *   in place: r = (1 - momentum) * r + momentum * batch value (the unbiased variance for
+ *   running_var). training = 0 normalizes with the running statistics (running_var
+ *   required; running_mean NULL means zeros). mean_out / rstd_out (C entries) may be NULL.
+ *   The backward with training = 0 treats the statistics as constants.
+ * group_norm: x is (N, A, C, B) with N the batch; statistics per (n, group) over A x
+ *   (C / G) x B, G dividing C; mean / rstd have N * G entries. Instance norm is G = C.
+ */
+#define FN_CHANNELS_DECL(T, SFX)                                                           \
+    int fn_batch_norm_fwd_##SFX(const T *x, const T *weight, const T *bias, T *y,          \
+                                T *mean_out, T *rstd_out, T *running_mean, T *running_var, \
+                                int64_t A, int64_t C, int64_t B, double eps,               \
+                                double momentum, int training);                            \
+    int fn_batch_norm_bwd_##SFX(const T *dy, const T *x, const T *mean, const T *rstd,     \
+                                const T *weight, T *dx, T *dweight, T *dbias, int64_t A,   \
+                                int64_t C, int64_t B, int training);                       \
+    int fn_group_norm_fwd_##SFX(const T *x, const T *weight, const T *bias, T *y,          \
+                                T *mean_out, T *rstd_out, int64_t N, int64_t A, int64_t C, \
+                                int64_t B, int64_t G, double eps);                         \
+    int fn_group_norm_bwd_##SFX(const T *dy, const T *x, const T *mean, const T *rstd,     \
+                                const T *weight, T *dx, T *dweight, T *dbias, int64_t N,   \
+                                int64_t A, int64_t C, int64_t B, int64_t G);
+
+FN_CHANNELS_DECL(float, f32)
+FN_CHANNELS_DECL(double, f64)
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,6 +8,14 @@ in :mod:`fastnorm.reference`.
 
 __version__ = "0.1.0"
 
+from ._channels import (
+    batch_norm,
+    batch_norm_backward,
+    group_norm,
+    group_norm_backward,
+    instance_norm,
+    instance_norm_backward,
+)
 from ._rows import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 from ._runtime import _init_simd, get_num_threads, set_num_threads, show_config
 
@@ -17,6 +25,12 @@ del _init_simd
 __all__ = [
     "__version__",
     "layer_norm",
+    "batch_norm",
+    "batch_norm_backward",
+    "group_norm",
+    "group_norm_backward",
+    "instance_norm",
+    "instance_norm_backward",
     "layer_norm_backward",
     "rms_norm",
     "rms_norm_backward",

@@ -42,3 +42,35 @@ cdef extern from "fastnorm.h" nogil:
     int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
                             const double *weight, double *dx, double *dweight, int64_t M,
                             int64_t K)
+
+    int fn_batch_norm_fwd_f32(const float *x, const float *weight, const float *bias,
+                              float *y, float *mean_out, float *rstd_out,
+                              float *running_mean, float *running_var, int64_t A, int64_t C,
+                              int64_t B, double eps, double momentum, int training)
+    int fn_batch_norm_fwd_f64(const double *x, const double *weight, const double *bias,
+                              double *y, double *mean_out, double *rstd_out,
+                              double *running_mean, double *running_var, int64_t A,
+                              int64_t C, int64_t B, double eps, double momentum,
+                              int training)
+    int fn_batch_norm_bwd_f32(const float *dy, const float *x, const float *mean,
+                              const float *rstd, const float *weight, float *dx,
+                              float *dweight, float *dbias, int64_t A, int64_t C, int64_t B,
+                              int training)
+    int fn_batch_norm_bwd_f64(const double *dy, const double *x, const double *mean,
+                              const double *rstd, const double *weight, double *dx,
+                              double *dweight, double *dbias, int64_t A, int64_t C,
+                              int64_t B, int training)
+    int fn_group_norm_fwd_f32(const float *x, const float *weight, const float *bias,
+                              float *y, float *mean_out, float *rstd_out, int64_t N,
+                              int64_t A, int64_t C, int64_t B, int64_t G, double eps)
+    int fn_group_norm_fwd_f64(const double *x, const double *weight, const double *bias,
+                              double *y, double *mean_out, double *rstd_out, int64_t N,
+                              int64_t A, int64_t C, int64_t B, int64_t G, double eps)
+    int fn_group_norm_bwd_f32(const float *dy, const float *x, const float *mean,
+                              const float *rstd, const float *weight, float *dx,
+                              float *dweight, float *dbias, int64_t N, int64_t A, int64_t C,
+                              int64_t B, int64_t G)
+    int fn_group_norm_bwd_f64(const double *dy, const double *x, const double *mean,
+                              const double *rstd, const double *weight, double *dx,
+                              double *dweight, double *dbias, int64_t N, int64_t A,
+                              int64_t C, int64_t B, int64_t G)

@@ -152,3 +152,103 @@ def rms_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray rstd, object weight,
             st = fn_rms_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pr,
                                      <double *>pw, <double *>pdx, <double *>pdw, M, K)
     _check(st)
+
+
+# ---- channels family ---------------------------------------------------------------
+
+def batch_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
+                   object rstd, object running_mean, object running_var, int64_t A,
+                   int64_t C, int64_t B, double eps, double momentum, bint training):
+    cdef int st
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pw = _p(weight)
+    cdef void *pb = _p(bias)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    cdef void *prm = _p(running_mean)
+    cdef void *prv = _p(running_var)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_batch_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
+                                       <float *>pm, <float *>pr, <float *>prm, <float *>prv,
+                                       A, C, B, eps, momentum, training)
+    else:
+        with nogil:
+            st = fn_batch_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
+                                       <double *>py, <double *>pm, <double *>pr,
+                                       <double *>prm, <double *>prv, A, C, B, eps,
+                                       momentum, training)
+    _check(st)
+
+
+def batch_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
+                   object weight, cnp.ndarray dx, object dweight, object dbias,
+                   int64_t A, int64_t C, int64_t B, bint training):
+    cdef int st
+    cdef void *pdy = cnp.PyArray_DATA(dy)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pm = cnp.PyArray_DATA(mean)
+    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdw = _p(dweight)
+    cdef void *pdb = _p(dbias)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_batch_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
+                                       <float *>pw, <float *>pdx, <float *>pdw,
+                                       <float *>pdb, A, C, B, training)
+    else:
+        with nogil:
+            st = fn_batch_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
+                                       <double *>pr, <double *>pw, <double *>pdx,
+                                       <double *>pdw, <double *>pdb, A, C, B, training)
+    _check(st)
+
+
+def group_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
+                   object rstd, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G,
+                   double eps):
+    cdef int st
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pw = _p(weight)
+    cdef void *pb = _p(bias)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_group_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
+                                       <float *>pm, <float *>pr, N, A, C, B, G, eps)
+    else:
+        with nogil:
+            st = fn_group_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
+                                       <double *>py, <double *>pm, <double *>pr,
+                                       N, A, C, B, G, eps)
+    _check(st)
+
+
+def group_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
+                   object weight, cnp.ndarray dx, object dweight, object dbias,
+                   int64_t N, int64_t A, int64_t C, int64_t B, int64_t G):
+    cdef int st
+    cdef void *pdy = cnp.PyArray_DATA(dy)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pm = cnp.PyArray_DATA(mean)
+    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdw = _p(dweight)
+    cdef void *pdb = _p(dbias)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_group_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
+                                       <float *>pw, <float *>pdx, <float *>pdw,
+                                       <float *>pdb, N, A, C, B, G)
+    else:
+        with nogil:
+            st = fn_group_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
+                                       <double *>pr, <double *>pw, <double *>pdx,
+                                       <double *>pdw, <double *>pdb, N, A, C, B, G)
+    _check(st)

@@ -1,0 +1,202 @@
+"""Command line: ``python -m fastnorm info`` and ``python -m fastnorm bench``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+
+import fastnorm
+
+from . import _bench
+from ._runtime import config
+
+COLUMNS = (
+    ("op", "<", 12),
+    ("pass", "<", 8),
+    ("shape", "<", 11),
+    ("dtype", "<", 8),
+    ("fastnorm µs", ">", 12),
+    ("reference µs", ">", 13),
+    ("torch µs", ">", 11),
+    ("vs ref", ">", 9),
+    ("vs torch", ">", 9),
+)
+
+
+def _torch_version(torch):
+    return torch.__version__ if torch is not None else None
+
+
+def cmd_info(args):
+    fastnorm.show_config()
+    torch = _bench.torch_or_none()
+    print(f"  NumPy:       {np.__version__}")
+    print(f"  PyTorch:     {_torch_version(torch) or 'not installed'}")
+    return 0
+
+
+def _us(t):
+    return "-" if t is None else f"{t * 1e6:.1f}"
+
+
+def _ratio(num, den):
+    return "-" if num is None or den is None else f"{num / den:.2f}x"
+
+
+def _csv(text):
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _positive(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _run_case(op, shape, dtype, torch, rounds, target):
+    """Time every implementation of one case; the JSON record of one table row."""
+    arrays = _bench.make_inputs(op, shape, dtype)
+    timings = {}
+    for impl in _bench.IMPLS:
+        fn = _bench.implementation(op, impl, arrays, torch)
+        timings[impl] = None if fn is None else _bench.measure(fn, rounds=rounds, target=target)
+    expected = timings["reference"].result
+    return {
+        "op": op.name,
+        "pass": op.kind,
+        "shape": list(shape),
+        "dtype": dtype,
+        **{f"{k}_s": None if t is None else t.median for k, t in timings.items()},
+        **{f"{k}_calls_per_round": None if t is None else t.number for k, t in timings.items()},
+        "mismatch": [
+            k
+            for k in ("fastnorm", "torch")
+            if timings[k] is not None and not _bench.check(timings[k].result, expected, dtype)
+        ],
+    }
+
+
+def _format(row):
+    fn, ref, tch = row["fastnorm_s"], row["reference_s"], row["torch_s"]
+    values = [row["op"], row["pass"], _bench.shape_id(row["shape"]), row["dtype"]]
+    values += [_us(fn), _us(ref), _us(tch), _ratio(ref, fn), _ratio(tch, fn)]
+    line = "  ".join(
+        f"{v:{align}{width}}" for v, (_, align, width) in zip(values, COLUMNS, strict=True)
+    )
+    if row["mismatch"]:
+        line += "  MISMATCH: " + ", ".join(row["mismatch"])
+    return line
+
+
+def cmd_bench(args):
+    try:
+        ops = _bench.select(args.ops, args.passes)
+    except ValueError as e:
+        print(f"fastnorm bench: {e}", file=sys.stderr)
+        return 2
+    torch = _bench.torch_or_none()
+    fastnorm.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(args.threads)
+    rounds, target = (3, 0.02) if args.quick else (5, 0.03)
+
+    print(
+        f"fastnorm {fastnorm.__version__} ({config()['simd']}), NumPy {np.__version__}, "
+        f"PyTorch {_torch_version(torch) or 'not installed'}"
+    )
+    print(
+        f"threads: {args.threads} (fastnorm {fastnorm.get_num_threads()}"
+        + (f", torch {torch.get_num_threads()})" if torch is not None else ")")
+    )
+    print(
+        f"time per call: median of {rounds} rounds of ~{target * 1e3:.0f} ms; "
+        "speedup = other time / fastnorm time"
+    )
+    header = "  ".join(f"{name:{align}{width}}" for name, align, width in COLUMNS)
+    print(header)
+    print("-" * len(header), flush=True)
+
+    start = time.perf_counter()
+    rows = []
+    for op in ops:
+        for shape, dtype in op.cases:
+            row = _run_case(op, shape, dtype, torch, rounds, target)
+            print(_format(row), flush=True)
+            rows.append(row)
+    print(f"done in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.json:
+        report = {
+            "fastnorm": config(),
+            "numpy": np.__version__,
+            "torch": _torch_version(torch),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "threads": args.threads,
+            "rounds": rounds,
+            "round_target_s": target,
+            "results": rows,
+        }
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    mismatches = [
+        f"{r['op']} {r['pass']} {_bench.shape_id(r['shape'])} {r['dtype']}: "
+        + ", ".join(r["mismatch"])
+        for r in rows
+        if r["mismatch"]
+    ]
+    if mismatches:
+        print(
+            "results that disagree with fastnorm.reference:\n  " + "\n  ".join(mismatches),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fastnorm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("info", help="build configuration and library versions")
+    info.set_defaults(func=cmd_info)
+    bench = sub.add_parser(
+        "bench", help="time fastnorm against fastnorm.reference and PyTorch (if installed)"
+    )
+    bench.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
+    bench.add_argument(
+        "--threads",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="threads for fastnorm and torch (default: 1)",
+    )
+    bench.add_argument(
+        "--ops",
+        type=_csv,
+        default=None,
+        metavar="A,B",
+        help="comma-separated op names (default: all), e.g. layer_norm,rms_norm",
+    )
+    bench.add_argument(
+        "--pass",
+        dest="passes",
+        type=_csv,
+        default=None,
+        metavar="P,Q",
+        help="comma-separated passes among fwd, fwd+bwd, bwd (default: fwd,fwd+bwd)",
+    )
+    bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    bench.set_defaults(func=cmd_bench)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

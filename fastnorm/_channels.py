@@ -1,0 +1,340 @@
+"""batch_norm, group_norm and instance_norm: the channels family (statistics per channel
+or per group of channels, the channel axis anywhere)."""
+
+import numpy as np
+
+from . import _kernels
+from ._validate import (
+    as_input,
+    as_like,
+    as_param,
+    check_eps,
+    contiguous,
+    finish_out,
+    make_out,
+    normalize_axis,
+    prod,
+)
+
+__all__ = [
+    "batch_norm",
+    "batch_norm_backward",
+    "group_norm",
+    "group_norm_backward",
+    "instance_norm",
+    "instance_norm_backward",
+]
+
+
+def _bn_layout(x, axis):
+    """(A, C, B): the axes before the channel axis, the channels, the axes after it."""
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm needs at least 2 dimensions (N, C, ...), got shape "
+                         f"{x.shape}")
+    axis = normalize_axis(axis, x.ndim)
+    s = x.shape
+    return prod(s[:axis]), s[axis], prod(s[axis + 1:])
+
+
+def _gn_layout(x, axis, name):
+    """(N, A, C, B) with N the batch axis 0 and C the channel axis."""
+    if x.ndim < 2:
+        raise ValueError(f"{name} needs at least 2 dimensions (N, C, ...), got shape {x.shape}")
+    axis = normalize_axis(axis, x.ndim)
+    if axis == 0:
+        raise ValueError(f"{name}: the channel axis cannot be axis 0, the batch axis")
+    s = x.shape
+    return s[0], prod(s[1:axis]), s[axis], prod(s[axis + 1:])
+
+
+def _check_groups(num_groups, C):
+    if isinstance(num_groups, bool) or not hasattr(num_groups, "__index__"):
+        raise TypeError(f"num_groups must be an integer, got {num_groups!r}")
+    G = int(num_groups)
+    if G <= 0:
+        raise ValueError(f"num_groups must be positive, got {G}")
+    if C % G:
+        raise ValueError(f"num_groups={G} must divide the number of channels C={C}")
+    return G
+
+
+def _check_momentum(momentum):
+    try:
+        m = float(momentum)
+    except (TypeError, ValueError):
+        raise TypeError(f"momentum must be a real number, got {momentum!r}") from None
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    return m
+
+
+def _running(r, name, C, dtype):
+    """A running statistic updated in place: returns (array the kernel updates, array to
+    copy the result back into or None)."""
+    if r is None:
+        return None, None
+    if not isinstance(r, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray (it is updated in place), "
+                        f"got {type(r).__name__}")
+    if r.shape != (C,):
+        raise ValueError(f"{name} must have shape ({C},), got {r.shape}")
+    if r.dtype.kind != "f" or r.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be float32 or float64, got dtype {r.dtype}")
+    if not r.flags.writeable:
+        raise ValueError(f"{name} is read-only; it must be writeable to be updated in place")
+    if not r.flags.c_contiguous:
+        raise ValueError(f"{name} must be contiguous (it is updated in place)")
+    if r.dtype == dtype and r.flags.aligned:
+        return r, None
+    return np.array(r, dtype=dtype), r
+
+
+def _nan_stats(shape, dtype):
+    return np.full(shape, np.nan, dtype)
+
+
+def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *,
+               training=True, momentum=0.1, eps=1e-5, axis=1, out=None, return_stats=False):
+    r"""Batch normalization: statistics per channel over every other axis.
+
+    .. math::
+
+        \mu_c = \operatorname{mean}_{\ne c}(x), \quad
+        \sigma_c^2 = \operatorname{mean}_{\ne c}\big((x - \mu_c)^2\big), \quad
+        y = \frac{x - \mu_c}{\sqrt{\sigma_c^2 + \epsilon}}\,\gamma_c + \beta_c
+
+    In training mode the batch statistics are used and, when given, the running statistics
+    are updated in place (PyTorch's convention)::
+
+        running_mean = (1 - momentum) * running_mean + momentum * mu
+        running_var  = (1 - momentum) * running_var  + momentum * var * n / (n - 1)
+
+    with n the number of values per channel. With ``training=False`` x is normalized with
+    the running statistics, which are left untouched.
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64, at least 2-d
+        Input; any strides.
+    weight, bias : array_like of shape (C,), optional
+        The per-channel re-scale :math:`\gamma` and re-shift :math:`\beta`.
+    running_mean, running_var : ndarray of shape (C,), optional
+        Writeable, contiguous float arrays, updated in place in training mode; both
+        required when ``training=False``.
+    training : bool, default True
+    momentum : float in [0, 1], default 0.1
+    eps : float >= 0, default 1e-5
+    axis : int, default 1
+        The channel axis: 1 for NCHW-style layouts, -1 for channels-last (NHWC).
+    out : ndarray, optional
+        Receives y (x's shape and dtype, writeable); ``out=x`` works in place.
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd = 1/sqrt(var + eps)`` (shape (C,), x's dtype):
+        the batch statistics in training mode, the running ones otherwise.
+
+    Returns
+    -------
+    y, or (y, mean, rstd)
+
+    Raises
+    ------
+    ValueError
+        One value per channel in training mode, wrong parameter shapes, momentum outside
+        [0, 1], negative eps, read-only or non-contiguous running statistics.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])           # (N=2, C=2)
+    >>> rm, rv = np.zeros(2), np.ones(2)
+    >>> fastnorm.batch_norm(x, running_mean=rm, running_var=rv, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    >>> rm, rv
+    (array([0.2, 2. ]), array([1.1, 9.9]))
+    """
+    x = as_input(x)
+    dtype = x.dtype
+    A, C, B = _bn_layout(x, axis)
+    eps = check_eps(eps)
+    momentum = _check_momentum(momentum)
+    training = bool(training)
+    weight = as_param(weight, "weight", (C,), dtype)
+    bias = as_param(bias, "bias", (C,), dtype)
+    rm, rm_back = _running(running_mean, "running_mean", C, dtype)
+    rv, rv_back = _running(running_var, "running_var", C, dtype)
+    n = A * B
+    if training and n == 1:
+        raise ValueError(f"batch_norm in training mode needs more than 1 value per channel, "
+                         f"got input shape {x.shape}")
+    if not training and (rm is None or rv is None):
+        raise ValueError("batch_norm with training=False needs running_mean and running_var")
+    xc = contiguous(x)
+    y = make_out(out, x.shape, dtype, (xc, weight, bias, rm, rv))
+    mean = rstd = None
+    if return_stats:
+        mean, rstd = np.empty(C, dtype), np.empty(C, dtype)
+    if n == 0 or C == 0:
+        if return_stats:
+            mean.fill(np.nan)
+            rstd.fill(np.nan)
+    else:
+        _kernels.batch_norm_fwd(xc, weight, bias, y, mean, rstd, rm, rv, A, C, B, eps,
+                                momentum, training)
+        if training:
+            if rm_back is not None:
+                np.copyto(rm_back, rm, casting="unsafe")
+            if rv_back is not None:
+                np.copyto(rv_back, rv, casting="unsafe")
+    y = finish_out(y, out)
+    return (y, mean, rstd) if return_stats else y
+
+
+def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True):
+    r"""Gradients of :func:`batch_norm` from its saved ``mean`` and ``rstd``.
+
+    Training mode (statistics of the batch), with :math:`\hat x = (x - \mu)\,\mathrm{rstd}`,
+    :math:`g = dy\,\gamma` and n values per channel:
+
+    .. math::
+
+        dx = \mathrm{rstd}\,\Big(g - \tfrac{1}{n}\textstyle\sum g
+             - \hat x\,\tfrac{1}{n}\sum g\hat x\Big)
+
+    With ``training=False`` the statistics are constants and :math:`dx = g\,\mathrm{rstd}`.
+    In both, :math:`d\gamma = \sum dy\,\hat x` and :math:`d\beta = \sum dy` per channel.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dweight : ndarray (C,), or None when weight is None
+    dbias : ndarray (C,)
+    """
+    x = as_input(x)
+    dtype = x.dtype
+    A, C, B = _bn_layout(x, axis)
+    dy = as_like(dy, "dy", x.shape, dtype)
+    mean = as_like(mean, "mean", (C,), dtype)
+    rstd = as_like(rstd, "rstd", (C,), dtype)
+    weight = as_param(weight, "weight", (C,), dtype)
+    dx = np.empty(x.shape, dtype)
+    dweight = None if weight is None else np.empty(C, dtype)
+    dbias = np.empty(C, dtype)
+    if dx.size == 0:
+        if dweight is not None:
+            dweight.fill(0)
+        dbias.fill(0)
+        return dx, dweight, dbias
+    _kernels.batch_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias,
+                            A, C, B, bool(training))
+    return dx, dweight, dbias
+
+
+def _gn_forward(x, layout, G, weight, bias, eps, out, return_stats):
+    N, A, C, B = layout
+    dtype = x.dtype
+    eps = check_eps(eps)
+    weight = as_param(weight, "weight", (C,), dtype)
+    bias = as_param(bias, "bias", (C,), dtype)
+    xc = contiguous(x)
+    y = make_out(out, x.shape, dtype, (xc, weight, bias))
+    mean = rstd = None
+    if return_stats:
+        mean, rstd = np.empty((N, G), dtype), np.empty((N, G), dtype)
+    if A * B * C == 0:
+        if return_stats:
+            mean.fill(np.nan)
+            rstd.fill(np.nan)
+    elif N:
+        _kernels.group_norm_fwd(xc, weight, bias, y, mean, rstd, N, A, C, B, G, eps)
+    y = finish_out(y, out)
+    return (y, mean, rstd) if return_stats else y
+
+
+def _gn_backward(dy, x, layout, mean, rstd, G, weight):
+    N, A, C, B = layout
+    dtype = x.dtype
+    dy = as_like(dy, "dy", x.shape, dtype)
+    mean = as_like(mean, "mean", (N, G), dtype)
+    rstd = as_like(rstd, "rstd", (N, G), dtype)
+    weight = as_param(weight, "weight", (C,), dtype)
+    dx = np.empty(x.shape, dtype)
+    dweight = None if weight is None else np.empty(C, dtype)
+    dbias = np.empty(C, dtype)
+    if dx.size == 0:
+        if dweight is not None:
+            dweight.fill(0)
+        dbias.fill(0)
+        return dx, dweight, dbias
+    _kernels.group_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias,
+                            N, A, C, B, G)
+    return dx, dweight, dbias
+
+
+def group_norm(x, num_groups, weight=None, bias=None, *, axis=1, eps=1e-5, out=None,
+               return_stats=False):
+    r"""Group normalization: the C channels split into ``num_groups`` consecutive groups;
+    each (sample, group) is normalized over its channels and all spatial positions.
+
+    .. math::
+
+        y = \frac{x - \mu_{n,g}}{\sqrt{\sigma_{n,g}^2 + \epsilon}}\,\gamma_c + \beta_c
+
+    Parameters
+    ----------
+    x : array_like, float32 or float64, shape (N, ..., C, ...)
+        Axis 0 is the batch; ``axis`` is the channel axis (1: channels-first, -1:
+        channels-last).
+    num_groups : int
+        G, a positive divisor of C.
+    weight, bias : array_like of shape (C,), optional
+        Per-channel re-scale and re-shift.
+    eps, out, return_stats
+        As in :func:`batch_norm`; the statistics have shape (N, G).
+
+    Returns
+    -------
+    y, or (y, mean, rstd)
+    """
+    x = as_input(x)
+    layout = _gn_layout(x, axis, "group_norm")
+    G = _check_groups(num_groups, layout[2])
+    return _gn_forward(x, layout, G, weight, bias, eps, out, return_stats)
+
+
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
+    r"""Gradients of :func:`group_norm`: the batch-norm gradient formula applied per
+    (sample, group), with n = (C / G) x spatial values per group.
+
+    Returns
+    -------
+    dx, dweight (or None), dbias
+    """
+    x = as_input(x)
+    layout = _gn_layout(x, axis, "group_norm_backward")
+    G = _check_groups(num_groups, layout[2])
+    return _gn_backward(dy, x, layout, mean, rstd, G, weight)
+
+
+def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5, out=None,
+                  return_stats=False):
+    r"""Instance normalization: each (sample, channel) normalized over its spatial
+    positions; group norm with one channel per group.
+
+    .. math::
+
+        y = \frac{x - \mu_{n,c}}{\sqrt{\sigma_{n,c}^2 + \epsilon}}\,\gamma_c + \beta_c
+
+    Statistics (with ``return_stats=True``) have shape (N, C).
+    """
+    x = as_input(x)
+    layout = _gn_layout(x, axis, "instance_norm")
+    return _gn_forward(x, layout, layout[2], weight, bias, eps, out, return_stats)
+
+
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1):
+    """Gradients of :func:`instance_norm` (see :func:`group_norm_backward`)."""
+    x = as_input(x)
+    layout = _gn_layout(x, axis, "instance_norm_backward")
+    return _gn_backward(dy, x, layout, mean, rstd, layout[2], weight)
+
