@@ -50,9 +50,10 @@ FN_ROWS_DISPATCH(double, f64)
 
 #define FN_CHANNELS_DISPATCH(T, SFX)                                                       \
     FN_DISPATCH(fn_batch_norm_fwd_##SFX,                                                   \
-                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, T *rm, T *rv, \
-                 int64_t A, int64_t C, int64_t B, double eps, double mom, int training),   \
-                (x, w, b, y, mean, rstd, rm, rv, A, C, B, eps, mom, training))             \
+                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, void *rm,     \
+                 void *rv, int r64, int64_t A, int64_t C, int64_t B, double eps,           \
+                 double mom, int training),                                                \
+                (x, w, b, y, mean, rstd, rm, rv, r64, A, C, B, eps, mom, training))        \
     FN_DISPATCH(fn_batch_norm_bwd_##SFX,                                                   \
                 (const T *dy, const T *x, const T *mean, const T *rstd, const T *w, T *dx, \
                  T *dw, T *db, int64_t A, int64_t C, int64_t B, int training),             \

@@ -80,7 +80,8 @@ int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
  * batch_norm: statistics per channel over A x B. training = 1 computes them from the
  *   batch (A * B >= 2) and, where running_mean / running_var are not NULL, updates them
  *   in place: r = (1 - momentum) * r + momentum * batch value (the unbiased variance for
- *   running_var). training = 0 normalizes with the running statistics (running_var
+ *   running_var), computed in double; the running arrays are double when running_f64 is
+ *   set, float otherwise, whatever the type of x. training = 0 normalizes with the running statistics (running_var
  *   required; running_mean NULL means zeros). mean_out / rstd_out (C entries) may be NULL.
  *   The backward with training = 0 treats the statistics as constants.
  * group_norm: x is (N, A, C, B) with N the batch; statistics per (n, group) over A x
@@ -88,9 +89,9 @@ int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
  */
 #define FN_CHANNELS_DECL(T, SFX)                                                           \
     int fn_batch_norm_fwd_##SFX(const T *x, const T *weight, const T *bias, T *y,          \
-                                T *mean_out, T *rstd_out, T *running_mean, T *running_var, \
-                                int64_t A, int64_t C, int64_t B, double eps,               \
-                                double momentum, int training);                            \
+                                T *mean_out, T *rstd_out, void *running_mean,              \
+                                void *running_var, int running_f64, int64_t A, int64_t C,  \
+                                int64_t B, double eps, double momentum, int training);     \
     int fn_batch_norm_bwd_##SFX(const T *dy, const T *x, const T *mean, const T *rstd,     \
                                 const T *weight, T *dx, T *dweight, T *dbias, int64_t A,   \
                                 int64_t C, int64_t B, int training);                       \

@@ -68,25 +68,23 @@ def _check_momentum(momentum):
     return m
 
 
-def _running(r, name, C, dtype):
-    """A running statistic updated in place: returns (array the kernel updates, array to
-    copy the result back into or None)."""
+def _running(r, name, C):
+    """A running statistic, updated in place by the kernel: a writeable, contiguous,
+    aligned, native float32/float64 ndarray of shape (C,). Its dtype may differ from x's."""
     if r is None:
-        return None, None
+        return None
     if not isinstance(r, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray (it is updated in place), "
                         f"got {type(r).__name__}")
     if r.shape != (C,):
         raise ValueError(f"{name} must have shape ({C},), got {r.shape}")
-    if r.dtype.kind != "f" or r.dtype.itemsize not in (4, 8):
-        raise TypeError(f"{name} must be float32 or float64, got dtype {r.dtype}")
+    if r.dtype not in (np.float32, np.float64) or not r.dtype.isnative:
+        raise TypeError(f"{name} must be native float32 or float64, got dtype {r.dtype}")
     if not r.flags.writeable:
         raise ValueError(f"{name} is read-only; it must be writeable to be updated in place")
-    if not r.flags.c_contiguous:
-        raise ValueError(f"{name} must be contiguous (it is updated in place)")
-    if r.dtype == dtype and r.flags.aligned:
-        return r, None
-    return np.array(r, dtype=dtype), r
+    if not (r.flags.c_contiguous and r.flags.aligned):
+        raise ValueError(f"{name} must be contiguous and aligned (it is updated in place)")
+    return r
 
 
 def _nan_stats(shape, dtype):
@@ -119,8 +117,9 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     weight, bias : array_like of shape (C,), optional
         The per-channel re-scale :math:`\gamma` and re-shift :math:`\beta`.
     running_mean, running_var : ndarray of shape (C,), optional
-        Writeable, contiguous float arrays, updated in place in training mode; both
-        required when ``training=False``.
+        Writeable, contiguous float32 or float64 arrays (one dtype for both, which may
+        differ from x's), updated in place in training mode (the update is computed in
+        float64); both required when ``training=False``.
     training : bool, default True
     momentum : float in [0, 1], default 0.1
     eps : float >= 0, default 1e-5
@@ -161,8 +160,11 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     training = bool(training)
     weight = as_param(weight, "weight", (C,), dtype)
     bias = as_param(bias, "bias", (C,), dtype)
-    rm, rm_back = _running(running_mean, "running_mean", C, dtype)
-    rv, rv_back = _running(running_var, "running_var", C, dtype)
+    rm = _running(running_mean, "running_mean", C)
+    rv = _running(running_var, "running_var", C)
+    if rm is not None and rv is not None and rm.dtype != rv.dtype:
+        raise TypeError(f"running_mean and running_var must have the same dtype, got "
+                        f"{rm.dtype} and {rv.dtype}")
     n = A * B
     if training and n == 1:
         raise ValueError(f"batch_norm in training mode needs more than 1 value per channel, "
@@ -181,11 +183,6 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     else:
         _kernels.batch_norm_fwd(xc, weight, bias, y, mean, rstd, rm, rv, A, C, B, eps,
                                 momentum, training)
-        if training:
-            if rm_back is not None:
-                np.copyto(rm_back, rm, casting="unsafe")
-            if rv_back is not None:
-                np.copyto(rv_back, rv, casting="unsafe")
     y = finish_out(y, out)
     return (y, mean, rstd) if return_stats else y
 

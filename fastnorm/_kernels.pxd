@@ -45,12 +45,13 @@ cdef extern from "fastnorm.h" nogil:
 
     int fn_batch_norm_fwd_f32(const float *x, const float *weight, const float *bias,
                               float *y, float *mean_out, float *rstd_out,
-                              float *running_mean, float *running_var, int64_t A, int64_t C,
-                              int64_t B, double eps, double momentum, int training)
+                              void *running_mean, void *running_var, int running_f64,
+                              int64_t A, int64_t C, int64_t B, double eps, double momentum,
+                              int training)
     int fn_batch_norm_fwd_f64(const double *x, const double *weight, const double *bias,
                               double *y, double *mean_out, double *rstd_out,
-                              double *running_mean, double *running_var, int64_t A,
-                              int64_t C, int64_t B, double eps, double momentum,
+                              void *running_mean, void *running_var, int running_f64,
+                              int64_t A, int64_t C, int64_t B, double eps, double momentum,
                               int training)
     int fn_batch_norm_bwd_f32(const float *dy, const float *x, const float *mean,
                               const float *rstd, const float *weight, float *dx,

@@ -159,6 +159,8 @@ def rms_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray rstd, object weight,
 def batch_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
                    object rstd, object running_mean, object running_var, int64_t A,
                    int64_t C, int64_t B, double eps, double momentum, bint training):
+    """running_mean / running_var: None or contiguous float32/float64 arrays (both of one
+    dtype, which may differ from x's)."""
     cdef int st
     cdef void *px = cnp.PyArray_DATA(x)
     cdef void *pw = _p(weight)
@@ -168,17 +170,18 @@ def batch_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, obj
     cdef void *pr = _p(rstd)
     cdef void *prm = _p(running_mean)
     cdef void *prv = _p(running_var)
+    cdef object r = running_var if running_var is not None else running_mean
+    cdef int r64 = r is not None and cnp.PyArray_TYPE(<cnp.ndarray>r) == cnp.NPY_FLOAT64
     if _kind(x) == 0:
         with nogil:
             st = fn_batch_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
-                                       <float *>pm, <float *>pr, <float *>prm, <float *>prv,
+                                       <float *>pm, <float *>pr, prm, prv, r64,
                                        A, C, B, eps, momentum, training)
     else:
         with nogil:
             st = fn_batch_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
                                        <double *>py, <double *>pm, <double *>pr,
-                                       <double *>prm, <double *>prv, A, C, B, eps,
-                                       momentum, training)
+                                       prm, prv, r64, A, C, B, eps, momentum, training)
     _check(st)
 
 

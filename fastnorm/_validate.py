@@ -112,7 +112,7 @@ def make_out(out, shape, dtype, inputs):
     the kernel can write it directly, else a temporary (see finish_out).
 
     The kernel may write directly into `out` when it is C-contiguous and aligned and it
-    either shares no memory with `inputs` or is exactly the first input (in place)."""
+    either shares no memory with `inputs` or is the first input itself (in place)."""
     if out is None:
         return np.empty(shape, dtype)
     if not isinstance(out, np.ndarray):
@@ -125,10 +125,7 @@ def make_out(out, shape, dtype, inputs):
         raise ValueError("out is read-only")
     f = out.flags
     if f.c_contiguous and f.aligned:
-        first = inputs[0]
-        same = (out.__array_interface__["data"][0] == first.__array_interface__["data"][0]
-                and out.strides == first.strides)
-        others = inputs[1:] if same else inputs
+        others = inputs[1:] if out is inputs[0] else inputs
         if not any(a is not None and np.may_share_memory(out, a) for a in others):
             return out
     return np.empty(shape, dtype)
