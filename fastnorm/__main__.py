@@ -61,7 +61,7 @@ def _positive(text):
 
 def _run_case(op, shape, dtype, torch, rounds, target):
     """Time every implementation of one case; the JSON record of one table row."""
-    arrays = _bench.make_inputs(op, shape, dtype)
+    arrays = _bench.make_inputs(op.inputs, shape, dtype)
     timings = {}
     for impl in _bench.IMPLS:
         fn = _bench.implementation(op, impl, arrays, torch)

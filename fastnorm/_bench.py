@@ -76,7 +76,7 @@ class Op:
     build: Builder
     build_torch: Builder | None = None
     cases: tuple[tuple[tuple[int, ...], str], ...] = ROW_CASES
-    default: bool = field(default=True)
+    default: bool = True
 
     @property
     def label(self) -> str:
@@ -223,9 +223,13 @@ def select(names: Sequence[str] | None = None, kinds: Sequence[str] | None = Non
     ]
 
 
-def make_inputs(op: Op, shape, dtype, seed: int = 0) -> Arrays:
-    """Fixed-seed, read-only inputs for one case of ``op``."""
-    arrays = op.inputs(tuple(shape), np.dtype(dtype), np.random.default_rng(seed))
+def make_inputs(inputs, shape, dtype, seed: int = 0) -> Arrays:
+    """Fixed-seed, read-only arrays from an entry's ``inputs`` function (``op.inputs``).
+
+    Entries that share the function (the passes of one op, the ops of one family) get the
+    same arrays for the same case, so callers can cache on ``(op.inputs, shape, dtype)``.
+    """
+    arrays = inputs(tuple(shape), np.dtype(dtype), np.random.default_rng(seed))
     for a in arrays.values():
         a.flags.writeable = False
     return arrays

@@ -1,0 +1,164 @@
+"""Shared fixtures and helpers: fixed-seed data, per-dtype tolerances, thread control and
+non-contiguous layouts of the same values."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+import fastnorm
+
+SEED = 20240611
+
+# Tolerances for comparing a fastnorm result with the float64 reference computed from the same
+# input values. ``atol`` is relative to the magnitude of the expected array (its largest finite
+# absolute value, at least 1), so that sums over many rows (dweight, dbias) are judged on their
+# own scale. float32 results are rounded once to float32 (about 6e-8) after double-precision
+# arithmetic; 1e-5 leaves room for that and for float32 statistics, and is far below any error
+# a wrong formula would give.
+TOLERANCES = {
+    np.dtype(np.float32): {"rtol": 1e-5, "atol": 1e-5},
+    np.dtype(np.float64): {"rtol": 1e-12, "atol": 1e-12},
+}
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def tolerance(dtype):
+    return TOLERANCES[np.dtype(dtype)]
+
+
+def _scale(expected):
+    finite = expected[np.isfinite(expected)]
+    if finite.size == 0:
+        return 1.0
+    return max(1.0, float(np.abs(finite).max()))
+
+
+def assert_close(actual, expected64, dtype, *, scale=None, factor=1.0, err_msg=""):
+    """Assert that `actual` (a fastnorm result of `dtype`) matches the float64 reference.
+
+    The result must have exactly `dtype` and the reference's shape; NaN and infinities must
+    sit at the same places. `factor` widens both tolerances for quantities that amplify
+    rounding (gradients of badly conditioned rows)."""
+    assert actual is not None, err_msg
+    actual = np.asarray(actual)
+    expected = np.asarray(expected64, dtype=np.float64)
+    assert actual.dtype == np.dtype(dtype), f"dtype {actual.dtype} != {dtype}. {err_msg}"
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}. {err_msg}"
+    tol = tolerance(dtype)
+    s = _scale(expected) if scale is None else scale
+    np.testing.assert_allclose(
+        actual.astype(np.float64),
+        expected,
+        rtol=tol["rtol"] * factor,
+        atol=tol["atol"] * factor * s,
+        equal_nan=True,
+        err_msg=err_msg,
+    )
+
+
+def assert_identical(actual, expected, err_msg=""):
+    """Bitwise equality (NaN equal to NaN) and the same dtype and shape."""
+    if expected is None:
+        assert actual is None, err_msg
+        return
+    assert actual is not None, err_msg
+    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}. {err_msg}"
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}. {err_msg}"
+    np.testing.assert_array_equal(actual, expected, err_msg=err_msg, strict=True)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(SEED)
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Run the block with fastnorm.set_num_threads(n), then return to the default."""
+    fastnorm.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        fastnorm.set_num_threads(0)
+
+
+@pytest.fixture(name="threads")
+def threads_fixture():
+    """The `threads(n)` context manager; the default thread count is restored afterwards."""
+    try:
+        yield threads
+    finally:
+        fastnorm.set_num_threads(0)
+
+
+def _stepped(x):
+    big = np.zeros(tuple(2 * s + 1 for s in x.shape), dtype=x.dtype)
+    view = big[tuple(slice(1, None, 2) for _ in x.shape)]
+    view[...] = x
+    return view
+
+
+def _reversed(x):
+    flipped = np.ascontiguousarray(x[tuple(slice(None, None, -1) for _ in x.shape)])
+    return flipped[tuple(slice(None, None, -1) for _ in x.shape)]
+
+
+def _transposed(x):
+    return np.ascontiguousarray(x.T).T
+
+
+def _offset(x):
+    """Contiguous, one element past the start of its buffer (not SIMD-aligned)."""
+    buf = np.zeros(x.size + 1, dtype=x.dtype)
+    view = buf[1:].reshape(x.shape)
+    view[...] = x
+    return view
+
+
+def _misaligned(x):
+    """One byte past an aligned address: numpy's `aligned` flag is False."""
+    raw = np.zeros(x.nbytes + x.itemsize, dtype=np.uint8)
+    view = raw[1 : 1 + x.nbytes].view(x.dtype).reshape(x.shape)
+    view[...] = x
+    assert not view.flags.aligned or x.size == 0
+    return view
+
+
+def _byteswapped(x):
+    return x.astype(x.dtype.newbyteorder("S"))
+
+
+LAYOUTS = {
+    "transposed": _transposed,
+    "stepped": _stepped,
+    "reversed": _reversed,
+    "offset": _offset,
+    "misaligned": _misaligned,
+    "byteswapped": _byteswapped,
+}
+
+
+def layouts(x):
+    """[(name, view)]: arrays equal in value to `x` (and with its shape) but laid out
+    differently in memory: transposed storage, stepped slices, negative strides, an offset of
+    one element, a byte-misaligned buffer and the opposite byte order."""
+    x = np.asarray(x)
+    out = []
+    for name, make in LAYOUTS.items():
+        v = make(x)
+        assert v.shape == x.shape
+        np.testing.assert_array_equal(v, x)
+        out.append((name, v))
+    return out
+
+
+def broadcast_rows(row, shape):
+    """A read-only stride-0 view repeating `row` (shape shape[1:]) along axis 0, and its
+    contiguous copy."""
+    view = np.broadcast_to(row, shape)
+    assert view.strides[0] == 0
+    return view, np.ascontiguousarray(view)
