@@ -28,8 +28,8 @@ def set_num_threads(n):
         n = operator.index(n)
     except TypeError:
         raise TypeError(f"n must be an integer, got {n!r}") from None
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0 <= n <= 65536:
+        raise ValueError(f"n must be in [0, 65536], got {n}")
     _kernels.set_num_threads(n)
 
 
