@@ -16,16 +16,27 @@ from . import _bench
 from ._runtime import config
 
 COLUMNS = (
-    ("op", "<", 12),
-    ("pass", "<", 8),
-    ("shape", "<", 11),
-    ("dtype", "<", 8),
+    ("op", "<", 13),
+    ("pass", "<", 7),
+    ("shape", "<", 13),
+    ("layout", "<", 6),
+    ("dtype", "<", 7),
     ("fastnorm µs", ">", 12),
     ("reference µs", ">", 13),
     ("torch µs", ">", 11),
-    ("vs ref", ">", 9),
-    ("vs torch", ">", 9),
+    ("vs ref", ">", 8),
+    ("vs torch", ">", 8),
+    ("copy %", ">", 7),
 )
+
+LEGEND = """\
+speedup = other time / fastnorm time
+copy % = 100 x k x copy time / fastnorm time, the fraction of copy speed reached: copy time is
+  np.copyto of x into a preallocated array (timed once per input in this run), k the least
+  traffic of the pass in copies of x: 1 for fwd and eval (read x, write y), 1.5 for bwd
+  (read x and dy, write dx), 2.5 for fwd+bwd (the forward's 1 plus the backward's 1.5)
+shape: N x C x H x W for the channels ops in both layouts (an NHWC array is N x H x W x C)
+reference '-': above the op's reference size limit; checked against one untimed call"""
 
 
 def _torch_version(torch):
@@ -59,21 +70,60 @@ def _positive(text):
     return n
 
 
-def _run_case(op, shape, dtype, torch, rounds, target):
+class _Cache:
+    """Inputs and copy times per ``(op.inputs, shape, dtype)``, shared by the ops of a run."""
+
+    def __init__(self, rounds, target):
+        self.rounds, self.target = rounds, target
+        self.arrays, self.copy_s = {}, {}
+
+    def inputs(self, op, shape, dtype):
+        key = (op.inputs, tuple(shape), dtype)
+        if key not in self.arrays:
+            self.arrays[key] = _bench.make_inputs(op.inputs, shape, dtype)
+        return self.arrays[key]
+
+    def copy_time(self, op, shape, dtype):
+        key = (op.inputs, tuple(shape), dtype)
+        if key not in self.copy_s:
+            x = self.inputs(op, shape, dtype)["x"]
+            dst = np.empty_like(x)
+            timing = _bench.measure(
+                lambda: np.copyto(dst, x), rounds=self.rounds, target=self.target
+            )
+            self.copy_s[key] = timing.median
+        return self.copy_s[key]
+
+
+def _run_case(op, shape, dtype, torch, cache):
     """Time every implementation of one case; the JSON record of one table row."""
-    arrays = _bench.make_inputs(op.inputs, shape, dtype)
+    arrays = cache.inputs(op, shape, dtype)
     timings = {}
+    expected = None
     for impl in _bench.IMPLS:
         fn = _bench.implementation(op, impl, arrays, torch)
-        timings[impl] = None if fn is None else _bench.measure(fn, rounds=rounds, target=target)
-    expected = timings["reference"].result
+        if fn is None:
+            timings[impl] = None
+        elif impl == "reference" and not op.times_reference(shape):
+            timings[impl] = None
+            expected = fn()
+        else:
+            timings[impl] = _bench.measure(fn, rounds=cache.rounds, target=cache.target)
+    if timings["reference"] is not None:
+        expected = timings["reference"].result
+    copy_s = cache.copy_time(op, shape, dtype)
+    fastnorm_s = timings["fastnorm"].median
     return {
         "op": op.name,
         "pass": op.kind,
         "shape": list(shape),
+        "layout": op.layout,
         "dtype": dtype,
         **{f"{k}_s": None if t is None else t.median for k, t in timings.items()},
         **{f"{k}_calls_per_round": None if t is None else t.number for k, t in timings.items()},
+        "copy_s": copy_s,
+        "copies": op.copies,
+        "copy_fraction": op.copies * copy_s / fastnorm_s,
         "mismatch": [
             k
             for k in ("fastnorm", "torch")
@@ -82,10 +132,16 @@ def _run_case(op, shape, dtype, torch, rounds, target):
     }
 
 
+def _case_name(row):
+    parts = (row["op"], row["pass"], _bench.shape_id(row["shape"]), row["layout"], row["dtype"])
+    return " ".join(p for p in parts if p)
+
+
 def _format(row):
     fn, ref, tch = row["fastnorm_s"], row["reference_s"], row["torch_s"]
-    values = [row["op"], row["pass"], _bench.shape_id(row["shape"]), row["dtype"]]
-    values += [_us(fn), _us(ref), _us(tch), _ratio(ref, fn), _ratio(tch, fn)]
+    values = [row["op"], row["pass"], _bench.shape_id(row["shape"]), row["layout"] or "-"]
+    values += [row["dtype"], _us(fn), _us(ref), _us(tch), _ratio(ref, fn), _ratio(tch, fn)]
+    values += [f"{100 * row['copy_fraction']:.0f}%"]
     line = "  ".join(
         f"{v:{align}{width}}" for v, (_, align, width) in zip(values, COLUMNS, strict=True)
     )
@@ -105,6 +161,8 @@ def cmd_bench(args):
     if torch is not None:
         torch.set_num_threads(args.threads)
     rounds, target = (3, 0.02) if args.quick else (5, 0.03)
+    cases = [(op, shape, dtype) for op in ops for shape, dtype in op.run_cases(args.full)]
+    total = sum(len(op.cases) for op in ops)
 
     print(
         f"fastnorm {fastnorm.__version__} ({config()['simd']}), NumPy {np.__version__}, "
@@ -114,21 +172,26 @@ def cmd_bench(args):
         f"threads: {args.threads} (fastnorm {fastnorm.get_num_threads()}"
         + (f", torch {torch.get_num_threads()})" if torch is not None else ")")
     )
-    print(
-        f"time per call: median of {rounds} rounds of ~{target * 1e3:.0f} ms; "
-        "speedup = other time / fastnorm time"
-    )
+    if args.full or len(cases) == total:
+        print(f"cases: all {total}" + (" (--full)" if args.full else ""))
+    else:
+        print(
+            f"cases: the default {len(cases)} of {total}, the channels ops on their first shape"
+            " in NCHW and NHWC\n  and the tiny batch_norm one; --full runs all"
+        )
+    print(f"time per call: median of {rounds} rounds of ~{target * 1e3:.0f} ms")
+    print(LEGEND)
     header = "  ".join(f"{name:{align}{width}}" for name, align, width in COLUMNS)
     print(header)
     print("-" * len(header), flush=True)
 
     start = time.perf_counter()
     rows = []
-    for op in ops:
-        for shape, dtype in op.cases:
-            row = _run_case(op, shape, dtype, torch, rounds, target)
-            print(_format(row), flush=True)
-            rows.append(row)
+    cache = _Cache(rounds, target)
+    for op, shape, dtype in cases:
+        row = _run_case(op, shape, dtype, torch, cache)
+        print(_format(row), flush=True)
+        rows.append(row)
     print(f"done in {time.perf_counter() - start:.1f} s", flush=True)
     if args.json:
         report = {
@@ -146,12 +209,7 @@ def cmd_bench(args):
             json.dump(report, f, indent=2)
             f.write("\n")
         print(f"wrote {args.json}")
-    mismatches = [
-        f"{r['op']} {r['pass']} {_bench.shape_id(r['shape'])} {r['dtype']}: "
-        + ", ".join(r["mismatch"])
-        for r in rows
-        if r["mismatch"]
-    ]
+    mismatches = [f"{_case_name(r)}: {', '.join(r['mismatch'])}" for r in rows if r["mismatch"]]
     if mismatches:
         print(
             "results that disagree with fastnorm.reference:\n  " + "\n  ".join(mismatches),
@@ -171,6 +229,11 @@ def main(argv=None):
     )
     bench.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
     bench.add_argument(
+        "--full",
+        action="store_true",
+        help="every case of the channels ops (default: one shape per layout, and the tiny one)",
+    )
+    bench.add_argument(
         "--threads",
         type=_positive,
         default=1,
@@ -182,7 +245,7 @@ def main(argv=None):
         type=_csv,
         default=None,
         metavar="A,B",
-        help="comma-separated op names (default: all), e.g. layer_norm,rms_norm",
+        help="comma-separated op names (default: all), e.g. layer_norm,batch_norm",
     )
     bench.add_argument(
         "--pass",
@@ -190,7 +253,7 @@ def main(argv=None):
         type=_csv,
         default=None,
         metavar="P,Q",
-        help="comma-separated passes among fwd, fwd+bwd, bwd (default: fwd,fwd+bwd)",
+        help="comma-separated passes among fwd, fwd+bwd, bwd, eval (default: all but bwd)",
     )
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.set_defaults(func=cmd_bench)

@@ -8,6 +8,11 @@ can never be swapped by mistake. ``build_torch(torch, arrays)`` does the same wi
 Builders do all set-up (parameter conversion, saved statistics, tensors) outside the callable,
 which holds only the work being timed.
 
+Channels-family entries come in pairs, one per memory layout: ``"NCHW"`` (channel axis 1)
+and ``"NHWC"`` (channels-last, channel axis -1). Their cases name the logical shape
+``(N, C, H, W)`` in both; the NHWC input is the contiguous ``(N, H, W, C)`` array holding the
+same values.
+
 A new operation is added by appending entries to :data:`OPS`.
 """
 
@@ -19,11 +24,18 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from math import prod
 
 import numpy as np
 
 __all__ = [
+    "CHANNEL_REFERENCE_MAX_SIZE",
+    "CHANNEL_SHAPES",
+    "CHANNEL_TINY",
+    "COPIES",
     "IMPLS",
+    "LAYOUT_AXIS",
     "OPS",
     "ROW_CASES",
     "ROW_SHAPES",
@@ -44,11 +56,27 @@ IMPLS = ("fastnorm", "reference", "torch")
 ROW_SHAPES = ((32, 768), (4096, 1024), (64, 65536), (1, 64))
 ROW_CASES = tuple((s, "float32") for s in ROW_SHAPES) + (((4096, 1024), "float64"),)
 
+CHANNEL_SHAPES = ((32, 64, 56, 56), (256, 256, 14, 14), (8, 3, 224, 224))
+CHANNEL_TINY = (2, 4, 3, 3)
+LAYOUT_AXIS = {"NCHW": 1, "NHWC": -1}
+# fastnorm.reference takes 0.05-1.5 s per call on the larger channel shapes: it is timed up to
+# this many elements and, above it, called once, untimed, to check the results.
+CHANNEL_REFERENCE_MAX_SIZE = 1 << 21
+
 LN_EPS = 1e-5
 RMS_EPS = 1e-6
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+GN_EPS = 1e-5
+GN_GROUPS = 32
+
+# The least memory traffic of each pass, in copies of x (one copy reads x and writes x.size
+# values): a forward reads x and writes y; a backward reads x and dy and writes dx.
+COPIES = {"fwd": 1.0, "eval": 1.0, "bwd": 1.5, "fwd+bwd": 2.5}
 
 Arrays = dict[str, np.ndarray]
 Builder = Callable[[object, Arrays], Callable[[], object]]
+Case = tuple[tuple[int, ...], str]
 
 
 @dataclass(frozen=True)
@@ -60,14 +88,23 @@ class Op:
     name : str
         The fastnorm function name, e.g. ``"layer_norm"``; ``--ops`` selects by it.
     kind : str
-        ``"fwd"``, ``"bwd"`` (backward alone, from saved statistics) or ``"fwd+bwd"``.
+        ``"fwd"``, ``"bwd"`` (backward alone, from saved statistics), ``"fwd+bwd"``, or
+        ``"eval"`` (batch_norm's forward with ``training=False``).
     inputs : callable ``(shape, dtype, rng) -> dict of arrays``
     build : callable ``(lib, arrays) -> callable``
         ``lib`` is :mod:`fastnorm` or :mod:`fastnorm.reference`.
     build_torch : callable ``(torch, arrays) -> callable``, optional
     cases : tuple of ``(shape, dtype name)``
+        Every case; ``bench/`` and ``python -m fastnorm bench --full`` run them all.
     default : bool
         Whether ``python -m fastnorm bench`` runs it without ``--pass``.
+    default_cases : tuple of ``(shape, dtype name)``, optional
+        The subset of ``cases`` that ``python -m fastnorm bench`` runs without ``--full``;
+        None for all of them.
+    layout : str, optional
+        ``"NCHW"`` or ``"NHWC"`` for the channels family, None for the rows family.
+    reference_max_size : int, optional
+        Largest ``x.size`` on which :mod:`fastnorm.reference` is timed; None for no limit.
     """
 
     name: str
@@ -75,12 +112,30 @@ class Op:
     inputs: Callable[[tuple[int, ...], np.dtype, np.random.Generator], Arrays]
     build: Builder
     build_torch: Builder | None = None
-    cases: tuple[tuple[tuple[int, ...], str], ...] = ROW_CASES
+    cases: tuple[Case, ...] = ROW_CASES
     default: bool = True
+    default_cases: tuple[Case, ...] | None = None
+    layout: str | None = None
+    reference_max_size: int | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.kind}"
+        return " ".join(p for p in (self.name, self.kind, self.layout) if p)
+
+    @property
+    def copies(self) -> float:
+        """The pass's least memory traffic in copies of x (see :data:`COPIES`)."""
+        return COPIES[self.kind]
+
+    def run_cases(self, full: bool = False) -> tuple[Case, ...]:
+        """The cases ``python -m fastnorm bench`` runs: all with ``full``, else the defaults."""
+        if full or self.default_cases is None:
+            return self.cases
+        return self.default_cases
+
+    def times_reference(self, shape) -> bool:
+        """Whether :mod:`fastnorm.reference` is timed on ``shape`` (else only checked)."""
+        return self.reference_max_size is None or prod(shape) <= self.reference_max_size
 
 
 # ---- rows family: layer_norm, rms_norm ------------------------------------------------
@@ -196,6 +251,193 @@ OPS: list[Op] = [
     Op("rms_norm", "fwd", _row_inputs, _rms_fwd, _rms_fwd_torch),
     Op("rms_norm", "fwd+bwd", _row_inputs, _rms_fwd_bwd, _rms_fwd_bwd_torch),
     Op("rms_norm", "bwd", _row_inputs, _rms_bwd, _rms_bwd_torch, default=False),
+]
+
+
+# ---- channels family: batch_norm, group_norm, instance_norm ----------------------------
+
+
+def _nchw_inputs(shape, dtype, rng):
+    c = shape[1]
+    return {
+        "x": rng.standard_normal(shape).astype(dtype),
+        "weight": (1.0 + 0.1 * rng.standard_normal(c)).astype(dtype),
+        "bias": (0.1 * rng.standard_normal(c)).astype(dtype),
+        "running_mean": (0.1 * rng.standard_normal(c)).astype(dtype),
+        "running_var": (0.5 + rng.random(c)).astype(dtype),
+        "dy": rng.standard_normal(shape).astype(dtype),
+    }
+
+
+def _nhwc_inputs(shape, dtype, rng):
+    """``_nchw_inputs`` with x and dy as contiguous (N, H, W, C) arrays of the same values."""
+    a = _nchw_inputs(shape, dtype, rng)
+    for name in ("x", "dy"):
+        a[name] = np.ascontiguousarray(np.moveaxis(a[name], 1, -1))
+    return a
+
+
+def _groups(a):
+    """GN_GROUPS groups where they divide the channels, else one."""
+    c = a["weight"].shape[0]
+    return GN_GROUPS if c % GN_GROUPS == 0 else 1
+
+
+def _running(a):
+    """Writeable copies of the running statistics, which training updates in place."""
+    return np.array(a["running_mean"]), np.array(a["running_var"])
+
+
+def _bn_fwd(lib, a, axis, training=True):
+    x, w, b = a["x"], a["weight"], a["bias"]
+    rm, rv = _running(a)
+    return lambda: lib.batch_norm(
+        x, w, b, rm, rv, training=training, momentum=BN_MOMENTUM, eps=BN_EPS, axis=axis
+    )
+
+
+def _bn_fwd_bwd(lib, a, axis):
+    x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
+    rm, rv = _running(a)
+
+    def run():
+        _, mean, rstd = lib.batch_norm(
+            x, w, b, rm, rv, momentum=BN_MOMENTUM, eps=BN_EPS, axis=axis, return_stats=True
+        )
+        return lib.batch_norm_backward(dy, x, mean, rstd, w, axis=axis)
+
+    return run
+
+
+def _gn_fwd(lib, a, axis):
+    x, w, b, g = a["x"], a["weight"], a["bias"], _groups(a)
+    return lambda: lib.group_norm(x, g, w, b, eps=GN_EPS, axis=axis)
+
+
+def _gn_fwd_bwd(lib, a, axis):
+    x, w, b, dy, g = a["x"], a["weight"], a["bias"], a["dy"], _groups(a)
+
+    def run():
+        _, mean, rstd = lib.group_norm(x, g, w, b, eps=GN_EPS, axis=axis, return_stats=True)
+        return lib.group_norm_backward(dy, x, mean, rstd, g, w, axis=axis)
+
+    return run
+
+
+def _in_fwd(lib, a, axis):
+    x, w, b = a["x"], a["weight"], a["bias"]
+    return lambda: lib.instance_norm(x, w, b, eps=GN_EPS, axis=axis)
+
+
+def _in_fwd_bwd(lib, a, axis):
+    x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
+
+    def run():
+        _, mean, rstd = lib.instance_norm(x, w, b, eps=GN_EPS, axis=axis, return_stats=True)
+        return lib.instance_norm_backward(dy, x, mean, rstd, w, axis=axis)
+
+    return run
+
+
+def _nchw(t, layout):
+    """``t`` as PyTorch's (N, C, H, W): an NHWC tensor becomes a channels_last view."""
+    return t if layout == "NCHW" else t.permute(0, 3, 1, 2)
+
+
+def _torch_fwd(torch, a, layout, forward):
+    """``forward(x, w, b, rm, rv)`` on tensors, its result in the layout of x (a view)."""
+    x, w, b, rm, rv = _tensors(torch, a, "x", "weight", "bias", "running_mean", "running_var")
+    x = _nchw(x, layout)
+    if layout == "NCHW":
+        return lambda: forward(x, w, b, rm, rv)
+    return lambda: forward(x, w, b, rm, rv).permute(0, 2, 3, 1)
+
+
+def _torch_fwd_bwd(torch, a, layout, forward):
+    """Forward and autograd backward with the fixed dy; dx comes back in x's layout."""
+    x, w, b = _tensors(torch, a, "x", "weight", "bias", grad=True)
+    rm, rv, dy = _tensors(torch, a, "running_mean", "running_var", "dy")
+    dy = _nchw(dy, layout)
+    return lambda: torch.autograd.grad(forward(_nchw(x, layout), w, b, rm, rv), (x, w, b), dy)
+
+
+def _bn_train_torch(torch):
+    f = torch.nn.functional.batch_norm
+    return lambda x, w, b, rm, rv: f(x, rm, rv, w, b, True, BN_MOMENTUM, BN_EPS)
+
+
+def _bn_eval_torch(torch):
+    f = torch.nn.functional.batch_norm
+    return lambda x, w, b, rm, rv: f(x, rm, rv, w, b, False, BN_MOMENTUM, BN_EPS)
+
+
+def _gn_torch(torch, groups):
+    f = torch.nn.functional.group_norm
+    return lambda x, w, b, rm, rv: f(x, groups, w, b, GN_EPS)
+
+
+def _in_torch(torch):
+    f = torch.nn.functional.instance_norm
+    return lambda x, w, b, rm, rv: f(x, None, None, w, b, True, 0.1, GN_EPS)
+
+
+def _bn_fwd_torch(torch, a, layout):
+    return _torch_fwd(torch, a, layout, _bn_train_torch(torch))
+
+
+def _bn_eval_torch_fwd(torch, a, layout):
+    return _torch_fwd(torch, a, layout, _bn_eval_torch(torch))
+
+
+def _bn_fwd_bwd_torch(torch, a, layout):
+    return _torch_fwd_bwd(torch, a, layout, _bn_train_torch(torch))
+
+
+def _gn_fwd_torch(torch, a, layout):
+    return _torch_fwd(torch, a, layout, _gn_torch(torch, _groups(a)))
+
+
+def _gn_fwd_bwd_torch(torch, a, layout):
+    return _torch_fwd_bwd(torch, a, layout, _gn_torch(torch, _groups(a)))
+
+
+def _in_fwd_torch(torch, a, layout):
+    return _torch_fwd(torch, a, layout, _in_torch(torch))
+
+
+def _in_fwd_bwd_torch(torch, a, layout):
+    return _torch_fwd_bwd(torch, a, layout, _in_torch(torch))
+
+
+def _channel_ops(name, kind, build, build_torch, *, tiny=False, **build_kw):
+    """One entry per layout, on :data:`CHANNEL_SHAPES` in float32; the default run takes the
+    first shape (plus, with ``tiny``, :data:`CHANNEL_TINY` in NCHW, for per-call overhead)."""
+    cases = tuple((s, "float32") for s in CHANNEL_SHAPES)
+    extra = ((CHANNEL_TINY, "float32"),) if tiny else ()
+    return [
+        Op(
+            name,
+            kind,
+            inputs,
+            partial(build, axis=LAYOUT_AXIS[layout], **build_kw),
+            partial(build_torch, layout=layout),
+            cases=cases + (extra if layout == "NCHW" else ()),
+            default_cases=cases[:1] + (extra if layout == "NCHW" else ()),
+            layout=layout,
+            reference_max_size=CHANNEL_REFERENCE_MAX_SIZE,
+        )
+        for layout, inputs in (("NCHW", _nchw_inputs), ("NHWC", _nhwc_inputs))
+    ]
+
+
+OPS += [
+    *_channel_ops("batch_norm", "fwd", _bn_fwd, _bn_fwd_torch, tiny=True),
+    *_channel_ops("batch_norm", "fwd+bwd", _bn_fwd_bwd, _bn_fwd_bwd_torch),
+    *_channel_ops("batch_norm", "eval", _bn_fwd, _bn_eval_torch_fwd, training=False),
+    *_channel_ops("group_norm", "fwd", _gn_fwd, _gn_fwd_torch),
+    *_channel_ops("group_norm", "fwd+bwd", _gn_fwd_bwd, _gn_fwd_bwd_torch),
+    *_channel_ops("instance_norm", "fwd", _in_fwd, _in_fwd_torch),
+    *_channel_ops("instance_norm", "fwd+bwd", _in_fwd_bwd, _in_fwd_bwd_torch),
 ]
 
 
