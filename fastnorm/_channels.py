@@ -87,8 +87,13 @@ def _running(r, name, C):
     return r
 
 
-def _nan_stats(shape, dtype):
-    return np.full(shape, np.nan, dtype)
+def _grad_arrays(shape, C, dtype, with_weight):
+    """dx (uninitialized), dweight (None without a weight) and dbias; the per-channel ones
+    zeroed when x is empty, since no kernel runs then."""
+    dx = np.empty(shape, dtype)
+    empty = dx.size == 0
+    make = np.zeros if empty else np.empty
+    return dx, make(C, dtype) if with_weight else None, make(C, dtype)
 
 
 def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *,
@@ -214,13 +219,8 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
     mean = as_like(mean, "mean", (C,), dtype)
     rstd = as_like(rstd, "rstd", (C,), dtype)
     weight = as_param(weight, "weight", (C,), dtype)
-    dx = np.empty(x.shape, dtype)
-    dweight = None if weight is None else np.empty(C, dtype)
-    dbias = np.empty(C, dtype)
+    dx, dweight, dbias = _grad_arrays(x.shape, C, dtype, weight is not None)
     if dx.size == 0:
-        if dweight is not None:
-            dweight.fill(0)
-        dbias.fill(0)
         return dx, dweight, dbias
     _kernels.batch_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias,
                             A, C, B, bool(training))
@@ -255,13 +255,8 @@ def _gn_backward(dy, x, layout, mean, rstd, G, weight):
     mean = as_like(mean, "mean", (N, G), dtype)
     rstd = as_like(rstd, "rstd", (N, G), dtype)
     weight = as_param(weight, "weight", (C,), dtype)
-    dx = np.empty(x.shape, dtype)
-    dweight = None if weight is None else np.empty(C, dtype)
-    dbias = np.empty(C, dtype)
+    dx, dweight, dbias = _grad_arrays(x.shape, C, dtype, weight is not None)
     if dx.size == 0:
-        if dweight is not None:
-            dweight.fill(0)
-        dbias.fill(0)
         return dx, dweight, dbias
     _kernels.group_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias,
                             N, A, C, B, G)
