@@ -42,6 +42,11 @@ int fn_isa_active(void);
 /* Select a level; returns FN_ERR_ARG when it is not supported here. */
 int fn_isa_select(int level);
 const char *fn_isa_name(int level);
+/* Outputs of at least this many bytes are written with streaming (non-temporal) stores
+ * on x86-64 (rows kernels and channels-first group/instance norm); a negative value
+ * restores the default (8 MiB). Results do not depend on it. */
+void fn_set_stream_bytes(int64_t bytes);
+int64_t fn_get_stream_bytes(void);
 /* Compiler and build flags, as one human-readable line. */
 const char *fn_build_info(void);
 

@@ -52,6 +52,14 @@ static inline int64_t fn_rows_per_block(int64_t M)
     return r < 8 ? 8 : r;
 }
 
+/* Order streaming stores before anything that follows (they are weakly ordered). */
+static inline void fn_sfence(void)
+{
+#if FN_MULTI_ISA
+    _mm_sfence();
+#endif
+}
+
 /* for (int64_t var = 0; var < n; var++) body, on nt threads when nt > 1 (static
  * schedule). Variables declared in body are private to each iteration. One loop body for
  * both cases: two copies could be compiled differently (contraction, vectorization) and
@@ -59,9 +67,13 @@ static inline int64_t fn_rows_per_block(int64_t M)
 #define FN_PARFOR(nt, var, n, ...)                                                         \
     do {                                                                                   \
         const int64_t fn_n_ = (n);                                                         \
-        FN_PRAGMA_OMP(omp parallel for if ((nt) > 1) num_threads(nt) schedule(static))     \
-        for (int64_t var = 0; var < fn_n_; var++) {                                        \
-            __VA_ARGS__                                                                    \
+        FN_PRAGMA_OMP(omp parallel if ((nt) > 1) num_threads(nt))                          \
+        {                                                                                  \
+            FN_PRAGMA_OMP(omp for schedule(static) nowait)                                 \
+            for (int64_t var = 0; var < fn_n_; var++) {                                    \
+                __VA_ARGS__                                                                \
+            }                                                                              \
+            fn_sfence(); /* this thread's streaming stores, before the region's barrier */ \
         }                                                                                  \
     } while (0)
 
@@ -71,16 +83,54 @@ static inline int64_t fn_rows_per_block(int64_t M)
 #define FN_PRAGMA_OMP(x)
 #endif
 
-/* Ask for the first bytes of the next row while the current one is processed: rows
- * start on new pages, where the hardware prefetchers stop. */
-static inline void fn_prefetch(const void *p, int64_t bytes)
+/* Ask for row i + d of a buffer of M rows of `rowbytes`, d chosen so that the request
+ * runs about 32 KB ahead (at least one row, at most 256 KB of it, into L2): the hardware
+ * prefetchers stop at page boundaries and ramp up slowly, and rows often start a page. */
+static inline void fn_prefetch_row(const void *base, int64_t i, int64_t M, int64_t rowbytes)
 {
-    const char *c = (const char *)p;
-    if (bytes > 16384)
-        bytes = 16384;
+    if (rowbytes <= 0)
+        return;
+    const int64_t d = rowbytes >= 32768 ? 1 : 32768 / rowbytes;
+    if (i + d >= M)
+        return;
+    const char *c = (const char *)base + (i + d) * rowbytes;
+    const int64_t bytes = rowbytes < 262144 ? rowbytes : 262144;
     for (int64_t off = 0; off < bytes; off += 64)
-        __builtin_prefetch(c + off, 0, 3);
+        __builtin_prefetch(c + off, 0, 2);
 }
+
+/* Outputs of rows and group-norm rows at least this large are written with
+ * non-temporal (streaming) stores: ordinary stores first read every line they write.
+ * Smaller outputs stay in cache for whoever reads them next. Spans shorter than
+ * FN_STREAM_MIN bytes are always stored normally (streaming pays on whole lines). */
+#define FN_STREAM_BYTES ((int64_t)8 << 20)
+#define FN_STREAM_MIN 4096
+extern int64_t fn_stream_bytes;
+/* Elements computed into an L1 buffer before being streamed out. */
+#define FN_CHUNK 1024
+
+static inline int fn_stream_ok(int64_t bytes) { return FN_MULTI_ISA && bytes >= fn_stream_bytes; }
+
+/* Run CALL, which writes `len` outputs to `out` for output elements j0..j0+len, either
+ * once over the whole span (out = dst, j0 = 0, len = n) or, when streaming, chunk by
+ * chunk into an L1 buffer that fn_stream_<T> copies to dst with streaming stores.
+ * FN_PARFOR fences each thread's streaming stores at the end of the loop. */
+#define FN_OUTPUT(stream, T, SFX_STREAM, dst, n, j0, len, out, CALL)                       \
+    do {                                                                                   \
+        if (!(stream) || (int64_t)((n) * sizeof(T)) < FN_STREAM_MIN) {                     \
+            const int64_t j0 = 0, len = (n);                                               \
+            T *out = (dst);                                                                \
+            CALL;                                                                          \
+        } else {                                                                           \
+            T fn_buf_[FN_CHUNK] __attribute__((aligned(64)));                              \
+            for (int64_t j0 = 0; j0 < (n); j0 += FN_CHUNK) {                               \
+                const int64_t len = (n) - j0 < FN_CHUNK ? (n) - j0 : FN_CHUNK;             \
+                T *out = fn_buf_;                                                          \
+                CALL;                                                                      \
+                SFX_STREAM((dst) + j0, fn_buf_, len);                                      \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
 
 /* max(v, 0) that keeps NaN (fmax would turn a NaN variance into 0) */
 static inline double fn_nonneg(double v) { return v < 0.0 ? 0.0 : v; }

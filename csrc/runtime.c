@@ -5,6 +5,11 @@
 
 static int fn_threads_override = 0;
 static int fn_isa_level = FN_ISA_BASELINE;
+int64_t fn_stream_bytes = FN_STREAM_BYTES;
+
+void fn_set_stream_bytes(int64_t bytes) { fn_stream_bytes = bytes >= 0 ? bytes : FN_STREAM_BYTES; }
+
+int64_t fn_get_stream_bytes(void) { return fn_stream_bytes; }
 
 void fn_set_num_threads(int n) { fn_threads_override = n > 0 ? n : 0; }
 

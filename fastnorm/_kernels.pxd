@@ -19,6 +19,8 @@ cdef extern from "fastnorm.h" nogil:
     int fn_isa_select(int level)
     const char *fn_isa_name(int level)
     const char *fn_build_info()
+    void fn_set_stream_bytes(int64_t bytes)
+    int64_t fn_get_stream_bytes()
 
     int fn_layer_norm_fwd_f32(const float *x, const float *weight, const float *bias,
                               float *y, float *mean, float *rstd, int64_t M, int64_t K,

@@ -9,6 +9,7 @@ from libc.stdint cimport int64_t
 
 cnp.import_array()
 
+
 ISA_LEVELS = ("baseline", "avx2", "avx512")
 
 
@@ -51,6 +52,15 @@ def openmp_enabled():
 
 def build_info():
     return fn_build_info().decode()
+
+
+def set_stream_bytes(int64_t nbytes):
+    """Outputs of at least nbytes use streaming stores; -1 restores the default."""
+    fn_set_stream_bytes(nbytes)
+
+
+def get_stream_bytes():
+    return fn_get_stream_bytes()
 
 
 def isa_supported():

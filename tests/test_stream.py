@@ -1,0 +1,122 @@
+"""Large outputs are written with streaming (non-temporal) stores through an L1 buffer.
+
+The threshold is lowered so that small arrays take that path: its results must be
+bitwise identical to ordinary stores and match the reference, for odd lengths,
+outputs that do not start on a cache line, and in-place calls.
+"""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import fastnorm as fn
+from fastnorm import _kernels
+from fastnorm import reference as ref
+
+
+@pytest.fixture
+def streaming():
+    """Run the body twice: with ordinary stores, then with every output streamed."""
+    old = _kernels.get_stream_bytes()
+
+    def run(f):
+        _kernels.set_stream_bytes(1 << 62)
+        try:
+            plain = f()
+            _kernels.set_stream_bytes(0)
+            streamed = f()
+        finally:
+            _kernels.set_stream_bytes(old)
+        return plain, streamed
+
+    yield run
+    _kernels.set_stream_bytes(old)
+
+
+def _same(a, b):
+    for u, v in zip(a, b, strict=True):
+        if u is None:
+            assert v is None
+        else:
+            assert u.dtype == v.dtype and np.array_equal(u, v, equal_nan=True)
+
+
+def _out_off_line(shape, dtype):
+    """A C-contiguous output whose data starts one element after a 64-byte boundary."""
+    n = int(np.prod(shape))
+    buf = np.empty(n + 64, dtype)
+    start = (-buf.ctypes.data % 64) // buf.itemsize + 1
+    return buf[start:start + n].reshape(shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K", [1024, 1031, 4097, 3 * 1024 + 5])
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_rows_streaming_matches(streaming, dtype, K, op):
+    rng = np.random.default_rng(K)
+    x = (rng.standard_normal((5, K)) * 2 + 3).astype(dtype)
+    w = rng.standard_normal(K).astype(dtype)
+    dy = rng.standard_normal((5, K)).astype(dtype)
+    fwd, bwd = getattr(fn, op), getattr(fn, op + "_backward")
+
+    def call():
+        out = _out_off_line(x.shape, dtype)
+        res = fwd(x, w, out=out, return_stats=True)
+        assert res[0] is out
+        grads = bwd(dy, x, *res[1:], w)
+        return (out.copy(), *res[1:], *grads)
+
+    plain, streamed = streaming(call)
+    _same(plain, streamed)
+    expected = getattr(ref, op)(x.astype(np.float64), w.astype(np.float64))
+    assert_close(streamed[0], expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_streaming_in_place(streaming, dtype):
+    rng = np.random.default_rng(1)
+    x0 = rng.standard_normal((3, 2053)).astype(dtype)
+
+    def call():
+        x = x0.copy()
+        fn.layer_norm(x, out=x)
+        return (x,)
+
+    plain, streamed = streaming(call)
+    _same(plain, streamed)
+    assert_close(streamed[0], ref.layer_norm(x0.astype(np.float64)), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("shape", "G"), [((2, 4, 40, 41), 2), ((3, 6, 1100), 3),
+                                          ((2, 3, 2050), 3)])
+def test_group_rows_streaming_matches(streaming, dtype, shape, G):
+    rng = np.random.default_rng(shape[-1])
+    x = rng.standard_normal(shape).astype(dtype)
+    C = shape[1]
+    w, b = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+
+    def call():
+        out = _out_off_line(shape, dtype)
+        y, m, r = fn.group_norm(x, G, w, b, out=out, return_stats=True)
+        yi = fn.instance_norm(x, w, b)
+        return (y.copy(), m, r, yi)
+
+    plain, streamed = streaming(call)
+    _same(plain, streamed)
+    x64 = x.astype(np.float64)
+    assert_close(streamed[0], ref.group_norm(x64, G, w.astype(np.float64), b.astype(np.float64)),
+                 dtype)
+    assert_close(streamed[3], ref.instance_norm(x64, w.astype(np.float64), b.astype(np.float64)),
+                 dtype)
+
+
+def test_stream_threshold_round_trip():
+    old = _kernels.get_stream_bytes()
+    try:
+        _kernels.set_stream_bytes(12345)
+        assert _kernels.get_stream_bytes() == 12345
+        _kernels.set_stream_bytes(-1)
+        assert _kernels.get_stream_bytes() == 8 << 20
+    finally:
+        _kernels.set_stream_bytes(old)
