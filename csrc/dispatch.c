@@ -69,3 +69,23 @@ FN_ROWS_DISPATCH(double, f64)
 
 FN_CHANNELS_DISPATCH(float, f32)
 FN_CHANNELS_DISPATCH(double, f64)
+
+#define FN_VECTORS_DISPATCH(T, SFX)                                                        \
+    FN_DISPATCH(fn_l2_normalize_fwd_##SFX,                                                 \
+                (const T *x, T *y, T *nrm, int64_t N, int64_t A, int64_t C, int64_t B,     \
+                 double eps),                                                              \
+                (x, y, nrm, N, A, C, B, eps))                                              \
+    FN_DISPATCH(fn_l2_normalize_bwd_##SFX,                                                 \
+                (const T *dy, const T *y, const T *nrm, T *dx, int64_t N, int64_t A,       \
+                 int64_t C, int64_t B, double eps),                                        \
+                (dy, y, nrm, dx, N, A, C, B, eps))                                         \
+    FN_DISPATCH(fn_weight_norm_fwd_##SFX,                                                  \
+                (const T *v, const T *g, T *w, T *nrm, int64_t A, int64_t C, int64_t B),   \
+                (v, g, w, nrm, A, C, B))                                                   \
+    FN_DISPATCH(fn_weight_norm_bwd_##SFX,                                                  \
+                (const T *dw, const T *v, const T *g, const T *nrm, T *dv, T *dg,          \
+                 int64_t A, int64_t C, int64_t B),                                         \
+                (dw, v, g, nrm, dv, dg, A, C, B))
+
+FN_VECTORS_DISPATCH(float, f32)
+FN_VECTORS_DISPATCH(double, f64)

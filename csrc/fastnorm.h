@@ -110,6 +110,29 @@ int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
 FN_CHANNELS_DECL(float, f32)
 FN_CHANNELS_DECL(double, f64)
 
+/* ---- vectors family: l2_normalize and weight norm -----------------------------------
+ *
+ * Both work on an (N, A, C, B) view with one Euclidean norm per (n, c) over A x B.
+ * l2_normalize: y = x / max(||x||, eps); norm_out (N * C, may be NULL) gets ||x||.
+ *   Backward from (dy, y, norm): dx = (dy - y * sum(dy * y)) / norm where norm > eps,
+ *   dy / eps elsewhere.
+ * weight_norm (N = 1): w = g[c] * v / ||v||_c (zero slice: w = 0); norm_out has C
+ *   entries. Backward: dg = sum(dw * v) / norm, dv = g / norm * (dw - v * dg / norm);
+ *   both 0 on a zero slice.
+ */
+#define FN_VECTORS_DECL(T, SFX)                                                            \
+    int fn_l2_normalize_fwd_##SFX(const T *x, T *y, T *norm_out, int64_t N, int64_t A,     \
+                                  int64_t C, int64_t B, double eps);                       \
+    int fn_l2_normalize_bwd_##SFX(const T *dy, const T *y, const T *norm, T *dx,           \
+                                  int64_t N, int64_t A, int64_t C, int64_t B, double eps); \
+    int fn_weight_norm_fwd_##SFX(const T *v, const T *g, T *w, T *norm_out, int64_t A,     \
+                                 int64_t C, int64_t B);                                    \
+    int fn_weight_norm_bwd_##SFX(const T *dw, const T *v, const T *g, const T *norm,       \
+                                 T *dv, T *dg, int64_t A, int64_t C, int64_t B);
+
+FN_VECTORS_DECL(float, f32)
+FN_VECTORS_DECL(double, f64)
+
 #ifdef __cplusplus
 }
 #endif

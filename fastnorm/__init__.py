@@ -1,9 +1,9 @@
 """fastnorm: fast CPU normalization layers for NumPy arrays.
 
-Forward and backward passes of layer norm and RMS norm (batch, group, instance, weight
-and cosine normalization follow the same design), computed by C kernels with OpenMP
-threads and SIMD. Every function is checked against the float64 NumPy implementations
-in :mod:`fastnorm.reference`.
+Forward and backward passes of layer, RMS, batch, group, instance, weight and cosine
+normalization (and l2_normalize), computed by C kernels with OpenMP threads and SIMD.
+Every function is checked against the float64 NumPy implementations in
+:mod:`fastnorm.reference`.
 """
 
 __version__ = "0.1.0"
@@ -18,6 +18,14 @@ from ._channels import (
 )
 from ._rows import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 from ._runtime import _init_simd, get_num_threads, set_num_threads, show_config
+from ._vectors import (
+    cosine_norm,
+    cosine_norm_backward,
+    l2_normalize,
+    l2_normalize_backward,
+    weight_norm,
+    weight_norm_backward,
+)
 
 _init_simd()
 del _init_simd
@@ -34,6 +42,12 @@ __all__ = [
     "layer_norm_backward",
     "rms_norm",
     "rms_norm_backward",
+    "l2_normalize",
+    "l2_normalize_backward",
+    "weight_norm",
+    "weight_norm_backward",
+    "cosine_norm",
+    "cosine_norm_backward",
     "set_num_threads",
     "get_num_threads",
     "show_config",

@@ -77,3 +77,24 @@ cdef extern from "fastnorm.h" nogil:
                               const double *rstd, const double *weight, double *dx,
                               double *dweight, double *dbias, int64_t N, int64_t A,
                               int64_t C, int64_t B, int64_t G)
+
+    int fn_l2_normalize_fwd_f32(const float *x, float *y, float *norm_out, int64_t N,
+                                int64_t A, int64_t C, int64_t B, double eps)
+    int fn_l2_normalize_fwd_f64(const double *x, double *y, double *norm_out, int64_t N,
+                                int64_t A, int64_t C, int64_t B, double eps)
+    int fn_l2_normalize_bwd_f32(const float *dy, const float *y, const float *norm,
+                                float *dx, int64_t N, int64_t A, int64_t C, int64_t B,
+                                double eps)
+    int fn_l2_normalize_bwd_f64(const double *dy, const double *y, const double *norm,
+                                double *dx, int64_t N, int64_t A, int64_t C, int64_t B,
+                                double eps)
+    int fn_weight_norm_fwd_f32(const float *v, const float *g, float *w, float *norm_out,
+                               int64_t A, int64_t C, int64_t B)
+    int fn_weight_norm_fwd_f64(const double *v, const double *g, double *w,
+                               double *norm_out, int64_t A, int64_t C, int64_t B)
+    int fn_weight_norm_bwd_f32(const float *dw, const float *v, const float *g,
+                               const float *norm, float *dv, float *dg, int64_t A, int64_t C,
+                               int64_t B)
+    int fn_weight_norm_bwd_f64(const double *dw, const double *v, const double *g,
+                               const double *norm, double *dv, double *dg, int64_t A,
+                               int64_t C, int64_t B)

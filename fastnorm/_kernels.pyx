@@ -265,3 +265,78 @@ def group_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray 
                                        <double *>pr, <double *>pw, <double *>pdx,
                                        <double *>pdw, <double *>pdb, N, A, C, B, G)
     _check(st)
+
+
+# ---- vectors family ----------------------------------------------------------------
+
+def l2_normalize_fwd(cnp.ndarray x, cnp.ndarray y, object norm, int64_t N, int64_t A,
+                     int64_t C, int64_t B, double eps):
+    cdef int st
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pn = _p(norm)
+    if _kind(x) == 0:
+        with nogil:
+            st = fn_l2_normalize_fwd_f32(<float *>px, <float *>py, <float *>pn, N, A, C, B,
+                                         eps)
+    else:
+        with nogil:
+            st = fn_l2_normalize_fwd_f64(<double *>px, <double *>py, <double *>pn, N, A, C,
+                                         B, eps)
+    _check(st)
+
+
+def l2_normalize_bwd(cnp.ndarray dy, cnp.ndarray y, cnp.ndarray norm, cnp.ndarray dx,
+                     int64_t N, int64_t A, int64_t C, int64_t B, double eps):
+    cdef int st
+    cdef void *pdy = cnp.PyArray_DATA(dy)
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pn = cnp.PyArray_DATA(norm)
+    cdef void *pdx = cnp.PyArray_DATA(dx)
+    if _kind(y) == 0:
+        with nogil:
+            st = fn_l2_normalize_bwd_f32(<float *>pdy, <float *>py, <float *>pn,
+                                         <float *>pdx, N, A, C, B, eps)
+    else:
+        with nogil:
+            st = fn_l2_normalize_bwd_f64(<double *>pdy, <double *>py, <double *>pn,
+                                         <double *>pdx, N, A, C, B, eps)
+    _check(st)
+
+
+def weight_norm_fwd(cnp.ndarray v, cnp.ndarray g, cnp.ndarray w, object norm, int64_t A,
+                    int64_t C, int64_t B):
+    cdef int st
+    cdef void *pv = cnp.PyArray_DATA(v)
+    cdef void *pg = cnp.PyArray_DATA(g)
+    cdef void *pw = cnp.PyArray_DATA(w)
+    cdef void *pn = _p(norm)
+    if _kind(v) == 0:
+        with nogil:
+            st = fn_weight_norm_fwd_f32(<float *>pv, <float *>pg, <float *>pw, <float *>pn,
+                                        A, C, B)
+    else:
+        with nogil:
+            st = fn_weight_norm_fwd_f64(<double *>pv, <double *>pg, <double *>pw,
+                                        <double *>pn, A, C, B)
+    _check(st)
+
+
+def weight_norm_bwd(cnp.ndarray dw, cnp.ndarray v, cnp.ndarray g, cnp.ndarray norm,
+                    cnp.ndarray dv, cnp.ndarray dg, int64_t A, int64_t C, int64_t B):
+    cdef int st
+    cdef void *pdw = cnp.PyArray_DATA(dw)
+    cdef void *pv = cnp.PyArray_DATA(v)
+    cdef void *pg = cnp.PyArray_DATA(g)
+    cdef void *pn = cnp.PyArray_DATA(norm)
+    cdef void *pdv = cnp.PyArray_DATA(dv)
+    cdef void *pdg = cnp.PyArray_DATA(dg)
+    if _kind(v) == 0:
+        with nogil:
+            st = fn_weight_norm_bwd_f32(<float *>pdw, <float *>pv, <float *>pg, <float *>pn,
+                                        <float *>pdv, <float *>pdg, A, C, B)
+    else:
+        with nogil:
+            st = fn_weight_norm_bwd_f64(<double *>pdw, <double *>pv, <double *>pg,
+                                        <double *>pn, <double *>pdv, <double *>pdg, A, C, B)
+    _check(st)
