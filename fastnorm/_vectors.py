@@ -279,8 +279,10 @@ def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
     dy = as_like(dy, "dy", (N, M), dtype)
     x_norm = as_like(x_norm, "x_norm", (N,), dtype)
     w_norm = as_like(w_norm, "w_norm", (M,), dtype)
-    xh = x / np.maximum(x_norm, dtype.type(eps))[:, None]
-    wh = w / np.maximum(w_norm, dtype.type(eps))[:, None]
+    # contiguous operands: BLAS rounds differently for other layouts, and results must
+    # not depend on the input's strides
+    xh = contiguous(x) / np.maximum(x_norm, dtype.type(eps))[:, None]
+    wh = contiguous(w) / np.maximum(w_norm, dtype.type(eps))[:, None]
     dxh = np.ascontiguousarray(dy @ wh)
     dwh = np.ascontiguousarray(dy.T @ xh)
     dx = np.empty((N, D), dtype)
