@@ -31,6 +31,10 @@ enum { FN_ISA_BASELINE = 0, FN_ISA_AVX2 = 1, FN_ISA_AVX512 = 2 };
 
 /* ---- runtime ---------------------------------------------------------------------- */
 
+/* Call once before any kernel: registers a fork handler so that a child created by
+ * fork() runs serially (GNU libgomp's thread pool does not survive fork). */
+void fn_runtime_init(void);
+int fn_in_forked_child(void);
 /* 0 = follow the OpenMP runtime (OMP_NUM_THREADS, threadpoolctl); n > 0 = use n. */
 void fn_set_num_threads(int n);
 /* The number of threads a large call would use now. 1 without OpenMP. */

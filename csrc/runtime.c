@@ -3,6 +3,11 @@
 
 #include <stdio.h>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define FN_HAVE_ATFORK 1
+#endif
+
 static int fn_threads_override = 0;
 static int fn_isa_level = FN_ISA_BASELINE;
 int64_t fn_stream_bytes = FN_STREAM_BYTES;
@@ -11,11 +16,33 @@ void fn_set_stream_bytes(int64_t bytes) { fn_stream_bytes = bytes >= 0 ? bytes :
 
 int64_t fn_get_stream_bytes(void) { return fn_stream_bytes; }
 
+/* Set in a child created by fork(): GNU libgomp's thread pool does not survive fork, and
+ * a parallel region in the child could wait forever for the parent's threads, so the
+ * child runs every kernel on its own thread. */
+static volatile int fn_forked = 0;
+
+#ifdef FN_HAVE_ATFORK
+static void fn_atfork_child(void) { fn_forked = 1; }
+static pthread_once_t fn_atfork_once = PTHREAD_ONCE_INIT;
+static void fn_atfork_register(void) { pthread_atfork(NULL, NULL, fn_atfork_child); }
+#endif
+
+void fn_runtime_init(void)
+{
+#ifdef FN_HAVE_ATFORK
+    pthread_once(&fn_atfork_once, fn_atfork_register);
+#endif
+}
+
+int fn_in_forked_child(void) { return fn_forked; }
+
 void fn_set_num_threads(int n) { fn_threads_override = n > 0 ? n : 0; }
 
 int fn_get_num_threads(void)
 {
 #ifdef _OPENMP
+    if (fn_forked)
+        return 1;
     if (fn_threads_override > 0)
         return fn_threads_override;
     return omp_get_max_threads();

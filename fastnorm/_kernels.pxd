@@ -11,6 +11,8 @@ cdef extern from "fastnorm.h" nogil:
         FN_ISA_AVX2
         FN_ISA_AVX512
 
+    void fn_runtime_init()
+    int fn_in_forked_child()
     void fn_set_num_threads(int n)
     int fn_get_num_threads()
     int fn_openmp_enabled()

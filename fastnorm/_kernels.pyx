@@ -8,6 +8,7 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t
 
 cnp.import_array()
+fn_runtime_init()
 
 
 ISA_LEVELS = ("baseline", "avx2", "avx512")
@@ -44,6 +45,10 @@ def set_num_threads(int n):
 
 def get_num_threads():
     return fn_get_num_threads()
+
+
+def in_forked_child():
+    return bool(fn_in_forked_child())
 
 
 def openmp_enabled():
