@@ -48,13 +48,17 @@ def expected():
 
 @pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Every benchmark runs fastnorm and torch on one thread."""
+    """Every benchmark runs fastnorm and torch on one thread, and NumPy's BLAS (cosine_norm's
+    matrix product) too where threadpoolctl is installed."""
     torch = _bench.torch_or_none()
     if torch is not None:
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
     fastnorm.set_num_threads(1)
+    blas = _bench.blas_threads(1)
     yield
+    if blas is not None:
+        blas.restore_original_limits()
     fastnorm.set_num_threads(0)
     if torch is not None:
         torch.set_num_threads(torch_threads)

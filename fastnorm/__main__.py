@@ -35,7 +35,12 @@ copy % = 100 x k x copy time / fastnorm time, the fraction of copy speed reached
   np.copyto of x into a preallocated array (timed once per input in this run), k the least
   traffic of the pass in copies of x: 1 for fwd and eval (read x, write y), 1.5 for bwd
   (read x and dy, write dx), 2.5 for fwd+bwd (the forward's 1 plus the backward's 1.5)
-shape: N x C x H x W for the channels ops in both layouts (an NHWC array is N x H x W x C)
+matmul (cosine_norm rows): time of the op's matrix products alone, np.matmul on rows normalized
+  beforehand (fwd: x^ w^T; fwd+bwd: also dy w^ and dy^T x^), and fastnorm/matmul the ratio;
+  these products bound cosine_norm's time, so copy % does not apply ('-')
+shape: N x C x H x W for the channels ops in both layouts (an NHWC array is N x H x W x C);
+  N x D for the vector ops: l2_normalize normalizes each row, weight_norm each row of v (axis 0),
+  cosine_norm takes x and w both N x D and gives y N x N
 reference '-': above the op's reference size limit; checked against one untimed call"""
 
 
@@ -96,7 +101,8 @@ class _Cache:
 
 
 def _run_case(op, shape, dtype, torch, cache):
-    """Time every implementation of one case; the JSON record of one table row."""
+    """Time every implementation of one case (and its matrix products alone, for an op that
+    has them); the JSON record of one table row."""
     arrays = cache.inputs(op, shape, dtype)
     timings = {}
     expected = None
@@ -111,8 +117,13 @@ def _run_case(op, shape, dtype, torch, cache):
             timings[impl] = _bench.measure(fn, rounds=cache.rounds, target=cache.target)
     if timings["reference"] is not None:
         expected = timings["reference"].result
-    copy_s = cache.copy_time(op, shape, dtype)
     fastnorm_s = timings["fastnorm"].median
+    matmul_s = copy_s = None
+    if op.matmul is not None:
+        timing = _bench.measure(op.matmul(arrays), rounds=cache.rounds, target=cache.target)
+        matmul_s = timing.median
+    else:
+        copy_s = cache.copy_time(op, shape, dtype)
     return {
         "op": op.name,
         "pass": op.kind,
@@ -123,7 +134,9 @@ def _run_case(op, shape, dtype, torch, cache):
         **{f"{k}_calls_per_round": None if t is None else t.number for k, t in timings.items()},
         "copy_s": copy_s,
         "copies": op.copies,
-        "copy_fraction": op.copies * copy_s / fastnorm_s,
+        "copy_fraction": None if copy_s is None else op.copies * copy_s / fastnorm_s,
+        "matmul_s": matmul_s,
+        "vs_matmul": None if matmul_s is None else fastnorm_s / matmul_s,
         "mismatch": [
             k
             for k in ("fastnorm", "torch")
@@ -141,10 +154,13 @@ def _format(row):
     fn, ref, tch = row["fastnorm_s"], row["reference_s"], row["torch_s"]
     values = [row["op"], row["pass"], _bench.shape_id(row["shape"]), row["layout"] or "-"]
     values += [row["dtype"], _us(fn), _us(ref), _us(tch), _ratio(ref, fn), _ratio(tch, fn)]
-    values += [f"{100 * row['copy_fraction']:.0f}%"]
+    copy = row["copy_fraction"]
+    values += ["-" if copy is None else f"{100 * copy:.0f}%"]
     line = "  ".join(
         f"{v:{align}{width}}" for v, (_, align, width) in zip(values, COLUMNS, strict=True)
     )
+    if row["matmul_s"] is not None:
+        line += f"  matmul {_us(row['matmul_s'])} µs, fastnorm/matmul {row['vs_matmul']:.2f}"
     if row["mismatch"]:
         line += "  MISMATCH: " + ", ".join(row["mismatch"])
     return line
@@ -160,6 +176,7 @@ def cmd_bench(args):
     fastnorm.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(args.threads)
+    blas = _bench.blas_threads(args.threads)
     rounds, target = (3, 0.02) if args.quick else (5, 0.03)
     cases = [(op, shape, dtype) for op in ops for shape, dtype in op.run_cases(args.full)]
     total = sum(len(op.cases) for op in ops)
@@ -170,14 +187,18 @@ def cmd_bench(args):
     )
     print(
         f"threads: {args.threads} (fastnorm {fastnorm.get_num_threads()}"
-        + (f", torch {torch.get_num_threads()})" if torch is not None else ")")
+        + (f", torch {torch.get_num_threads()}" if torch is not None else "")
+        + (f", BLAS {args.threads})" if blas is not None else ")")
     )
+    if blas is None:
+        print("  NumPy's BLAS (cosine_norm's matrix product) is not pinned: install threadpoolctl")
     if args.full or len(cases) == total:
         print(f"cases: all {total}" + (" (--full)" if args.full else ""))
     else:
         print(
             f"cases: the default {len(cases)} of {total}, the channels ops on their first shape"
-            " in NCHW and NHWC\n  and the tiny batch_norm one; --full runs all"
+            " in NCHW and NHWC\n  and the tiny batch_norm one, the vector ops on their first"
+            " shape; --full runs all"
         )
     print(f"time per call: median of {rounds} rounds of ~{target * 1e3:.0f} ms")
     print(LEGEND)
@@ -231,7 +252,8 @@ def main(argv=None):
     bench.add_argument(
         "--full",
         action="store_true",
-        help="every case of the channels ops (default: one shape per layout, and the tiny one)",
+        help="every case of the channels and vector ops (default: their first shape, and the"
+        " tiny channels one)",
     )
     bench.add_argument(
         "--threads",

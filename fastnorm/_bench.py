@@ -8,6 +8,11 @@ can never be swapped by mistake. ``build_torch(torch, arrays)`` does the same wi
 Builders do all set-up (parameter conversion, saved statistics, tensors) outside the callable,
 which holds only the work being timed.
 
+Vector-family entries (weight_norm, l2_normalize, cosine_norm) run on 2-d float32 cases
+``(N, D)``. cosine_norm's time is bounded below by its matrix product, not by memory traffic:
+its entries carry a ``matmul`` builder, the products alone on pre-normalized rows, which is
+timed next to it.
+
 Channels-family entries come in pairs, one per memory layout: ``"NCHW"`` (channel axis 1)
 and ``"NHWC"`` (channels-last, channel axis -1). Their cases name the logical shape
 ``(N, C, H, W)`` in both; the NHWC input is the contiguous ``(N, H, W, C)`` array holding the
@@ -34,13 +39,17 @@ __all__ = [
     "CHANNEL_SHAPES",
     "CHANNEL_TINY",
     "COPIES",
+    "COSINE_REFERENCE_MAX_SIZE",
     "IMPLS",
     "LAYOUT_AXIS",
     "OPS",
     "ROW_CASES",
     "ROW_SHAPES",
+    "VECTOR_CASES",
+    "VECTOR_SHAPES",
     "Op",
     "Timing",
+    "blas_threads",
     "check",
     "implementation",
     "make_inputs",
@@ -69,6 +78,13 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 GN_EPS = 1e-5
 GN_GROUPS = 32
+
+VECTOR_SHAPES = ((1024, 1024), (4096, 512))
+VECTOR_CASES = tuple((s, "float32") for s in VECTOR_SHAPES)
+L2_EPS = 1e-12
+# fastnorm.reference's cosine_norm makes N * N * D float64 multiply-adds (about 0.6 s a call on
+# 4096x512 at one thread, three times that forward+backward): it is timed up to this x.size.
+COSINE_REFERENCE_MAX_SIZE = 1 << 20
 
 # The least memory traffic of each pass, in copies of x (one copy reads x and writes x.size
 # values): a forward reads x and writes y; a backward reads x and dy and writes dx.
@@ -102,9 +118,13 @@ class Op:
         The subset of ``cases`` that ``python -m fastnorm bench`` runs without ``--full``;
         None for all of them.
     layout : str, optional
-        ``"NCHW"`` or ``"NHWC"`` for the channels family, None for the rows family.
+        ``"NCHW"`` or ``"NHWC"`` for the channels family, None for the rows and vector families.
     reference_max_size : int, optional
         Largest ``x.size`` on which :mod:`fastnorm.reference` is timed; None for no limit.
+    matmul : callable ``(arrays) -> callable``, optional
+        For an op built on a matrix product (cosine_norm): the same products alone, through
+        NumPy's BLAS on operands normalized beforehand, the floor of the op's time. The op is
+        compared with it in place of copy speed.
     """
 
     name: str
@@ -117,6 +137,7 @@ class Op:
     default_cases: tuple[Case, ...] | None = None
     layout: str | None = None
     reference_max_size: int | None = None
+    matmul: Callable[[Arrays], Callable[[], object]] | None = None
 
     @property
     def label(self) -> str:
@@ -441,6 +462,178 @@ OPS += [
 ]
 
 
+# ---- vectors family: weight_norm, l2_normalize, cosine_norm ------------------------------
+
+
+def _vector_inputs(shape, dtype, rng):
+    """x (weight_norm's v), dy (its dw) and g, one per row: weight_norm normalizes each
+    x[c, :] (axis 0, one norm per output unit), l2_normalize each row (axis -1)."""
+    return {
+        "x": rng.standard_normal(shape).astype(dtype),
+        "g": (1.0 + 0.1 * rng.standard_normal(shape[0])).astype(dtype),
+        "dy": rng.standard_normal(shape).astype(dtype),
+    }
+
+
+def _cosine_inputs(shape, dtype, rng):
+    """x and w of the case's shape (N, D), dy of y's shape (N, N)."""
+    n = shape[0]
+    return {
+        "x": rng.standard_normal(shape).astype(dtype),
+        "w": rng.standard_normal(shape).astype(dtype),
+        "dy": rng.standard_normal((n, n)).astype(dtype),
+    }
+
+
+def _wn_fwd(lib, a):
+    v, g = a["x"], a["g"]
+    return lambda: lib.weight_norm(v, g, axis=0)
+
+
+def _wn_fwd_bwd(lib, a):
+    v, g, dw = a["x"], a["g"], a["dy"]
+
+    def run():
+        _, norm = lib.weight_norm(v, g, axis=0, return_stats=True)
+        return lib.weight_norm_backward(dw, v, g, norm, axis=0)
+
+    return run
+
+
+def _wn_tensors(torch, a, grad=False):
+    """v and g as PyTorch's ``_weight_norm`` takes them for dim 0: g of shape (C, 1)."""
+    (v,) = _tensors(torch, a, "x", grad=grad)
+    g = torch.from_numpy(np.array(a["g"]).reshape(-1, 1)).requires_grad_(grad)
+    return v, g
+
+
+def _wn_fwd_torch(torch, a):
+    v, g = _wn_tensors(torch, a)
+    return lambda: torch._weight_norm(v, g, 0)
+
+
+def _wn_fwd_bwd_torch(torch, a):
+    v, g = _wn_tensors(torch, a, grad=True)
+    (dw,) = _tensors(torch, a, "dy")
+    return lambda: torch.autograd.grad(torch._weight_norm(v, g, 0), (v, g), dw)
+
+
+def _l2_fwd(lib, a):
+    x = a["x"]
+    return lambda: lib.l2_normalize(x, axis=-1, eps=L2_EPS)
+
+
+def _l2_fwd_bwd(lib, a):
+    x, dy = a["x"], a["dy"]
+
+    def run():
+        y, norm = lib.l2_normalize(x, axis=-1, eps=L2_EPS, return_stats=True)
+        return lib.l2_normalize_backward(dy, y, norm, axis=-1, eps=L2_EPS)
+
+    return run
+
+
+def _l2_torch(torch, x):
+    return torch.nn.functional.normalize(x, dim=-1, eps=L2_EPS)
+
+
+def _l2_fwd_torch(torch, a):
+    (x,) = _tensors(torch, a, "x")
+    return lambda: _l2_torch(torch, x)
+
+
+def _l2_fwd_bwd_torch(torch, a):
+    (x,) = _tensors(torch, a, "x", grad=True)
+    (dy,) = _tensors(torch, a, "dy")
+    return lambda: torch.autograd.grad(_l2_torch(torch, x), (x,), dy)
+
+
+def _cos_fwd(lib, a):
+    x, w = a["x"], a["w"]
+    return lambda: lib.cosine_norm(x, w, eps=L2_EPS)
+
+
+def _cos_fwd_bwd(lib, a):
+    x, w, dy = a["x"], a["w"], a["dy"]
+
+    def run():
+        _, x_norm, w_norm = lib.cosine_norm(x, w, eps=L2_EPS, return_stats=True)
+        return lib.cosine_norm_backward(dy, x, w, x_norm, w_norm, eps=L2_EPS)
+
+    return run
+
+
+def _cos_torch(torch, x, w):
+    return (_l2_torch(torch, x) @ _l2_torch(torch, w).T).clamp(-1.0, 1.0)
+
+
+def _cos_fwd_torch(torch, a):
+    x, w = _tensors(torch, a, "x", "w")
+    return lambda: _cos_torch(torch, x, w)
+
+
+def _cos_fwd_bwd_torch(torch, a):
+    x, w = _tensors(torch, a, "x", "w", grad=True)
+    (dy,) = _tensors(torch, a, "dy")
+    return lambda: torch.autograd.grad(_cos_torch(torch, x, w), (x, w), dy)
+
+
+def _unit_rows(a):
+    """The rows of a divided by their norms, in a's dtype: cosine_norm's matmul operands."""
+    norm = np.sqrt(np.square(a, dtype=np.float64).sum(axis=1, keepdims=True))
+    return (a / np.maximum(norm, L2_EPS)).astype(a.dtype)
+
+
+def _cos_fwd_matmul(a):
+    """cosine_norm's forward product alone: x̂ ŵᵀ."""
+    xh, wh = _unit_rows(a["x"]), _unit_rows(a["w"])
+    return lambda: np.matmul(xh, wh.T)
+
+
+def _cos_fwd_bwd_matmul(a):
+    """cosine_norm's forward and backward products alone: x̂ ŵᵀ, dy ŵ and dyᵀ x̂."""
+    xh, wh, dy = _unit_rows(a["x"]), _unit_rows(a["w"]), a["dy"]
+    return lambda: (np.matmul(xh, wh.T), np.matmul(dy, wh), np.matmul(dy.T, xh))
+
+
+def _vector_op(name, kind, build, build_torch):
+    """An entry on :data:`VECTOR_CASES`; the default run takes the first shape."""
+    return Op(
+        name,
+        kind,
+        _vector_inputs,
+        build,
+        build_torch,
+        cases=VECTOR_CASES,
+        default_cases=VECTOR_CASES[:1],
+    )
+
+
+def _cosine_op(kind, build, build_torch, matmul):
+    """A cosine_norm entry on :data:`VECTOR_CASES`, with its matrix products alone."""
+    return Op(
+        "cosine_norm",
+        kind,
+        _cosine_inputs,
+        build,
+        build_torch,
+        cases=VECTOR_CASES,
+        default_cases=VECTOR_CASES[:1],
+        reference_max_size=COSINE_REFERENCE_MAX_SIZE,
+        matmul=matmul,
+    )
+
+
+OPS += [
+    _vector_op("weight_norm", "fwd", _wn_fwd, _wn_fwd_torch),
+    _vector_op("weight_norm", "fwd+bwd", _wn_fwd_bwd, _wn_fwd_bwd_torch),
+    _vector_op("l2_normalize", "fwd", _l2_fwd, _l2_fwd_torch),
+    _vector_op("l2_normalize", "fwd+bwd", _l2_fwd_bwd, _l2_fwd_bwd_torch),
+    _cosine_op("fwd", _cos_fwd, _cos_fwd_torch, _cos_fwd_matmul),
+    _cosine_op("fwd+bwd", _cos_fwd_bwd, _cos_fwd_bwd_torch, _cos_fwd_bwd_matmul),
+]
+
+
 # ---- selection, inputs, implementations ---------------------------------------------
 
 
@@ -483,6 +676,17 @@ def torch_or_none():
         return importlib.import_module("torch")
     except ImportError:
         return None
+
+
+def blas_threads(n: int):
+    """Limit the BLAS libraries loaded so far (NumPy's, which cosine_norm's matrix product
+    uses, and torch's) to ``n`` threads with threadpoolctl; returns its limiter, whose
+    ``restore_original_limits()`` undoes it, or None where threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=n, user_api="blas")
 
 
 def implementation(op: Op, impl: str, arrays: Arrays, torch=None) -> Callable[[], object] | None:
