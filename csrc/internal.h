@@ -60,20 +60,30 @@ static inline void fn_sfence(void)
 #endif
 }
 
-/* for (int64_t var = 0; var < n; var++) body, on nt threads when nt > 1 (static
- * schedule). Variables declared in body are private to each iteration. One loop body for
- * both cases: two copies could be compiled differently (contraction, vectorization) and
- * then one thread and many would not give bitwise identical results. */
+/* for (int64_t var = 0; var < n; var++) body, with nt from fn_threads_for: nt == 0 (the
+ * shape is too small to share) runs a plain loop, without the cost of an OpenMP region;
+ * nt >= 1 runs the OpenMP loop on nt threads (static schedule). Variables declared in
+ * body are private to each iteration.
+ * The two copies of body may be compiled differently (contraction, vectorization), so
+ * which one runs must depend on the shape alone, never on the thread count: that is what
+ * keeps results bitwise identical for 1 thread and many. */
 #define FN_PARFOR(nt, var, n, ...)                                                         \
     do {                                                                                   \
         const int64_t fn_n_ = (n);                                                         \
-        FN_PRAGMA_OMP(omp parallel if ((nt) > 1) num_threads(nt))                          \
-        {                                                                                  \
-            FN_PRAGMA_OMP(omp for schedule(static) nowait)                                 \
+        if ((nt) == 0) {                                                                   \
             for (int64_t var = 0; var < fn_n_; var++) {                                    \
                 __VA_ARGS__                                                                \
             }                                                                              \
-            fn_sfence(); /* this thread's streaming stores, before the region's barrier */ \
+            fn_sfence();                                                                   \
+        } else {                                                                           \
+            FN_PRAGMA_OMP(omp parallel if ((nt) > 1) num_threads(nt))                      \
+            {                                                                              \
+                FN_PRAGMA_OMP(omp for schedule(static) nowait)                             \
+                for (int64_t var = 0; var < fn_n_; var++) {                                \
+                    __VA_ARGS__                                                            \
+                }                                                                          \
+                fn_sfence(); /* this thread's streaming stores, before the barrier */      \
+            }                                                                              \
         }                                                                                  \
     } while (0)
 
@@ -135,7 +145,9 @@ static inline int fn_stream_ok(int64_t bytes) { return FN_MULTI_ISA && bytes >= 
 /* max(v, 0) that keeps NaN (fmax would turn a NaN variance into 0) */
 static inline double fn_nonneg(double v) { return v < 0.0 ? 0.0 : v; }
 
-/* Threads for a loop of `items` independent pieces covering `elems` elements. */
+/* Threads for a loop of `items` independent pieces covering `elems` elements: 0 when the
+ * shape alone says one thread (too few elements or pieces; see FN_PARFOR), else between 1
+ * and the thread count. */
 int fn_threads_for(int64_t items, int64_t elems);
 
 #endif

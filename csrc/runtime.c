@@ -63,7 +63,7 @@ int fn_openmp_enabled(void)
 int fn_threads_for(int64_t items, int64_t elems)
 {
     if (elems < FN_SERIAL_ELEMS || items < 2)
-        return 1;
+        return 0;
     const int n = fn_get_num_threads();
     return items < n ? (int)items : n;
 }
