@@ -142,6 +142,16 @@ static inline int fn_stream_ok(int64_t bytes) { return FN_MULTI_ISA && bytes >= 
         }                                                                                  \
     } while (0)
 
+/* A shift may be used for the corrected two-pass variance when it lies within 4 standard
+ * deviations of the mean (mean - shift = sd / n): the cancellation in sd2 - sd^2 / n then
+ * costs at most a factor 17 of the sums' rounding. Otherwise (or with NaN/Inf) the caller
+ * sums again around the mean just found. */
+static inline int fn_shift_ok(double sd, double sd2, double n)
+{
+    const double d = sd / n;
+    return d * d * n <= 16.0 * (sd2 - sd * d);
+}
+
 /* max(v, 0) that keeps NaN (fmax would turn a NaN variance into 0) */
 static inline double fn_nonneg(double v) { return v < 0.0 ? 0.0 : v; }
 
