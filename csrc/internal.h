@@ -34,6 +34,7 @@
 typedef double fn_v8d __attribute__((vector_size(64)));
 typedef float fn_v8f __attribute__((vector_size(32)));
 typedef float fn_v16f __attribute__((vector_size(64)));
+typedef int32_t fn_v16i __attribute__((vector_size(64)));
 
 #if FN_MULTI_ISA
 #include <immintrin.h>
