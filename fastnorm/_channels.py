@@ -182,9 +182,12 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     if return_stats:
         mean, rstd = np.empty(C, dtype), np.empty(C, dtype)
     if n == 0 or C == 0:
-        if return_stats:
+        if return_stats and training:  # no batch statistics without a batch
             mean.fill(np.nan)
             rstd.fill(np.nan)
+        elif return_stats:  # eval: the running statistics, as for any batch
+            mean[...] = rm
+            rstd[...] = 1.0 / np.sqrt(rv.astype(np.float64) + eps)
     else:
         _kernels.batch_norm_fwd(xc, weight, bias, y, mean, rstd, rm, rv, A, C, B, eps,
                                 momentum, training)

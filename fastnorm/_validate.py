@@ -65,6 +65,13 @@ def _as_float(a, name, dtype):
     return a
 
 
+def _cast(a, dtype):
+    """`a` as a contiguous array of `dtype`; values beyond its range become inf, silently
+    (the documented cast of parameters and statistics to the input's dtype)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(a, dtype=dtype)
+
+
 def as_param(p, name, shape, dtype):
     """A per-element or per-channel parameter (weight, bias, ...): None, or an array of
     exactly `shape`, returned contiguous in the computing `dtype` (cast if needed)."""
@@ -74,7 +81,7 @@ def as_param(p, name, shape, dtype):
     if p.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {p.shape}")
     if p.dtype != dtype:
-        return np.ascontiguousarray(p, dtype=dtype)
+        return _cast(p, dtype)
     return contiguous(p)
 
 
@@ -85,7 +92,7 @@ def as_like(a, name, shape, dtype):
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     if a.dtype != dtype:
-        return np.ascontiguousarray(a, dtype=dtype)
+        return _cast(a, dtype)
     return contiguous(a)
 
 

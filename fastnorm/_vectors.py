@@ -88,7 +88,9 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
 
         dx = \frac{dy - y \sum_i dy_i\, y_i}{\lVert x \rVert}
         \quad (\lVert x \rVert > \epsilon), \qquad
-        dx = \frac{dy}{\epsilon} \quad \text{otherwise.}
+        dx = \frac{dy}{\epsilon} \quad \text{otherwise}
+
+    (a NaN norm gives NaN gradients).
 
     Returns
     -------
@@ -281,8 +283,9 @@ def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
     w_norm = as_like(w_norm, "w_norm", (M,), dtype)
     # contiguous operands: BLAS rounds differently for other layouts, and results must
     # not depend on the input's strides
-    xh = contiguous(x) / np.maximum(x_norm, dtype.type(eps))[:, None]
-    wh = contiguous(w) / np.maximum(w_norm, dtype.type(eps))[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):  # eps = 0 on a zero row: as forward
+        xh = contiguous(x) / np.maximum(x_norm, dtype.type(eps))[:, None]
+        wh = contiguous(w) / np.maximum(w_norm, dtype.type(eps))[:, None]
     dxh = np.ascontiguousarray(dy @ wh)
     dwh = np.ascontiguousarray(dy.T @ xh)
     dx = np.empty((N, D), dtype)

@@ -771,7 +771,7 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
     y = _f64(y)
     axis = _axis(axis, y.ndim)
     norm = np.expand_dims(_f64(norm), axis)
-    big = norm > eps
+    big = (norm > eps) | np.isnan(norm)  # a NaN norm gives NaN gradients
     proj = (dy - y * (dy * y).sum(axis=axis, keepdims=True)) / np.where(big, norm, 1.0)
     return np.where(big, proj, dy / eps)
 

@@ -12,6 +12,17 @@ import fastnorm
 
 SEED = 20240611
 
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fuzz-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="examples per function in tests/test_fuzz.py (default 250)",
+    )
+
+
 # Tolerances for comparing a fastnorm result with the float64 reference computed from the same
 # input values. ``atol`` is relative to the magnitude of the expected array (its largest finite
 # absolute value, at least 1), so that sums over many rows (dweight, dbias) are judged on their
