@@ -94,14 +94,18 @@ static inline void fn_sfence(void)
 #define FN_PRAGMA_OMP(x)
 #endif
 
+#ifndef FN_PREFETCH_AHEAD
+#define FN_PREFETCH_AHEAD 65536
+#endif
 /* Ask for row i + d of a buffer of M rows of `rowbytes`, d chosen so that the request
- * runs about 32 KB ahead (at least one row, at most 256 KB of it, into L2): the hardware
- * prefetchers stop at page boundaries and ramp up slowly, and rows often start a page. */
+ * runs about FN_PREFETCH_AHEAD bytes ahead (at least one row, at most 256 KB of it, into
+ * L2): the hardware prefetchers stop at page boundaries and ramp up slowly, and rows
+ * often start a page. */
 static inline void fn_prefetch_row(const void *base, int64_t i, int64_t M, int64_t rowbytes)
 {
     if (rowbytes <= 0)
         return;
-    const int64_t d = rowbytes >= 32768 ? 1 : 32768 / rowbytes;
+    const int64_t d = rowbytes >= FN_PREFETCH_AHEAD ? 1 : FN_PREFETCH_AHEAD / rowbytes;
     if (i + d >= M)
         return;
     const char *c = (const char *)base + (i + d) * rowbytes;
