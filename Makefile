@@ -21,11 +21,8 @@ lint:            ## ruff for Python, clang-format check for C
 	$(PYTHON) -m ruff check fastnorm tests bench setup.py
 	clang-format --dry-run --Werror csrc/*.c csrc/*.h
 
-sanitize:        ## build with ASan+UBSan and run the tests under it
-	FASTNORM_SANITIZE=1 $(PYTHON) -m pip install -e . --no-build-isolation
-	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 \
-		$(PYTHON) -m pytest -x -q -p no:cacheprovider
-	$(PYTHON) -m pip install -e . --no-build-isolation
+sanitize:        ## ASan+UBSan build in a temporary copy; tests and leak check under it
+	PYTHON=$(PYTHON) bash tools/sanitize.sh
 
 clean:           ## remove build products
 	rm -rf build *.egg-info fastnorm/_kernels.c fastnorm/*.so

@@ -43,6 +43,7 @@ __all__ = [
     "IMPLS",
     "LAYOUT_AXIS",
     "OPS",
+    "OUT_IMPL",
     "ROW_CASES",
     "ROW_SHAPES",
     "VECTOR_CASES",
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 IMPLS = ("fastnorm", "reference", "torch")
+# fastnorm writing y into a preallocated array, for entries with ``takes_out``.
+OUT_IMPL = "fastnorm_out"
 
 ROW_SHAPES = ((32, 768), (4096, 1024), (64, 65536), (1, 64))
 ROW_CASES = tuple((s, "float32") for s in ROW_SHAPES) + (((4096, 1024), "float64"),)
@@ -125,6 +128,10 @@ class Op:
         For an op built on a matrix product (cosine_norm): the same products alone, through
         NumPy's BLAS on operands normalized beforehand, the floor of the op's time. The op is
         compared with it in place of copy speed.
+    takes_out : bool
+        Whether ``build`` also takes ``out``, an array of x's shape and dtype that receives
+        the forward's y (:data:`OUT_IMPL`): the entries whose pass runs a forward with an
+        ``out`` parameter (layer_norm, rms_norm, the channels ops, l2_normalize).
     """
 
     name: str
@@ -138,6 +145,7 @@ class Op:
     layout: str | None = None
     reference_max_size: int | None = None
     matmul: Callable[[Arrays], Callable[[], object]] | None = None
+    takes_out: bool = False
 
     @property
     def label(self) -> str:
@@ -177,9 +185,9 @@ def _tensors(torch, a, *names, grad=False):
     return [torch.from_numpy(np.array(a[n])).requires_grad_(grad) for n in names]
 
 
-def _ln_fwd(lib, a):
+def _ln_fwd(lib, a, out=None):
     x, w, b = a["x"], a["weight"], a["bias"]
-    return lambda: lib.layer_norm(x, w, b, eps=LN_EPS)
+    return lambda: lib.layer_norm(x, w, b, eps=LN_EPS, out=out)
 
 
 def _ln_bwd(lib, a):
@@ -188,11 +196,11 @@ def _ln_bwd(lib, a):
     return lambda: lib.layer_norm_backward(dy, x, mean, rstd, w)
 
 
-def _ln_fwd_bwd(lib, a):
+def _ln_fwd_bwd(lib, a, out=None):
     x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
 
     def run():
-        _, mean, rstd = lib.layer_norm(x, w, b, eps=LN_EPS, return_stats=True)
+        _, mean, rstd = lib.layer_norm(x, w, b, eps=LN_EPS, out=out, return_stats=True)
         return lib.layer_norm_backward(dy, x, mean, rstd, w)
 
     return run
@@ -220,9 +228,9 @@ def _ln_fwd_bwd_torch(torch, a):
     return lambda: torch.autograd.grad(_ln_torch(torch, x, w, b), (x, w, b), dy)
 
 
-def _rms_fwd(lib, a):
+def _rms_fwd(lib, a, out=None):
     x, w = a["x"], a["weight"]
-    return lambda: lib.rms_norm(x, w, eps=RMS_EPS)
+    return lambda: lib.rms_norm(x, w, eps=RMS_EPS, out=out)
 
 
 def _rms_bwd(lib, a):
@@ -231,11 +239,11 @@ def _rms_bwd(lib, a):
     return lambda: lib.rms_norm_backward(dy, x, rstd, w)
 
 
-def _rms_fwd_bwd(lib, a):
+def _rms_fwd_bwd(lib, a, out=None):
     x, w, dy = a["x"], a["weight"], a["dy"]
 
     def run():
-        _, rstd = lib.rms_norm(x, w, eps=RMS_EPS, return_stats=True)
+        _, rstd = lib.rms_norm(x, w, eps=RMS_EPS, out=out, return_stats=True)
         return lib.rms_norm_backward(dy, x, rstd, w)
 
     return run
@@ -266,11 +274,11 @@ def _rms_fwd_bwd_torch(torch, a):
 
 
 OPS: list[Op] = [
-    Op("layer_norm", "fwd", _row_inputs, _ln_fwd, _ln_fwd_torch),
-    Op("layer_norm", "fwd+bwd", _row_inputs, _ln_fwd_bwd, _ln_fwd_bwd_torch),
+    Op("layer_norm", "fwd", _row_inputs, _ln_fwd, _ln_fwd_torch, takes_out=True),
+    Op("layer_norm", "fwd+bwd", _row_inputs, _ln_fwd_bwd, _ln_fwd_bwd_torch, takes_out=True),
     Op("layer_norm", "bwd", _row_inputs, _ln_bwd, _ln_bwd_torch, default=False),
-    Op("rms_norm", "fwd", _row_inputs, _rms_fwd, _rms_fwd_torch),
-    Op("rms_norm", "fwd+bwd", _row_inputs, _rms_fwd_bwd, _rms_fwd_bwd_torch),
+    Op("rms_norm", "fwd", _row_inputs, _rms_fwd, _rms_fwd_torch, takes_out=True),
+    Op("rms_norm", "fwd+bwd", _row_inputs, _rms_fwd_bwd, _rms_fwd_bwd_torch, takes_out=True),
     Op("rms_norm", "bwd", _row_inputs, _rms_bwd, _rms_bwd_torch, default=False),
 ]
 
@@ -309,52 +317,55 @@ def _running(a):
     return np.array(a["running_mean"]), np.array(a["running_var"])
 
 
-def _bn_fwd(lib, a, axis, training=True):
+def _bn_fwd(lib, a, axis, training=True, out=None):
     x, w, b = a["x"], a["weight"], a["bias"]
     rm, rv = _running(a)
     return lambda: lib.batch_norm(
-        x, w, b, rm, rv, training=training, momentum=BN_MOMENTUM, eps=BN_EPS, axis=axis
+        x, w, b, rm, rv, training=training, momentum=BN_MOMENTUM, eps=BN_EPS, axis=axis, out=out
     )
 
 
-def _bn_fwd_bwd(lib, a, axis):
+def _bn_fwd_bwd(lib, a, axis, out=None):
     x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
     rm, rv = _running(a)
+    kw = {"momentum": BN_MOMENTUM, "eps": BN_EPS, "axis": axis, "out": out}
 
     def run():
-        _, mean, rstd = lib.batch_norm(
-            x, w, b, rm, rv, momentum=BN_MOMENTUM, eps=BN_EPS, axis=axis, return_stats=True
-        )
+        _, mean, rstd = lib.batch_norm(x, w, b, rm, rv, return_stats=True, **kw)
         return lib.batch_norm_backward(dy, x, mean, rstd, w, axis=axis)
 
     return run
 
 
-def _gn_fwd(lib, a, axis):
+def _gn_fwd(lib, a, axis, out=None):
     x, w, b, g = a["x"], a["weight"], a["bias"], _groups(a)
-    return lambda: lib.group_norm(x, g, w, b, eps=GN_EPS, axis=axis)
+    return lambda: lib.group_norm(x, g, w, b, eps=GN_EPS, axis=axis, out=out)
 
 
-def _gn_fwd_bwd(lib, a, axis):
+def _gn_fwd_bwd(lib, a, axis, out=None):
     x, w, b, dy, g = a["x"], a["weight"], a["bias"], a["dy"], _groups(a)
 
     def run():
-        _, mean, rstd = lib.group_norm(x, g, w, b, eps=GN_EPS, axis=axis, return_stats=True)
+        _, mean, rstd = lib.group_norm(
+            x, g, w, b, eps=GN_EPS, axis=axis, out=out, return_stats=True
+        )
         return lib.group_norm_backward(dy, x, mean, rstd, g, w, axis=axis)
 
     return run
 
 
-def _in_fwd(lib, a, axis):
+def _in_fwd(lib, a, axis, out=None):
     x, w, b = a["x"], a["weight"], a["bias"]
-    return lambda: lib.instance_norm(x, w, b, eps=GN_EPS, axis=axis)
+    return lambda: lib.instance_norm(x, w, b, eps=GN_EPS, axis=axis, out=out)
 
 
-def _in_fwd_bwd(lib, a, axis):
+def _in_fwd_bwd(lib, a, axis, out=None):
     x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
 
     def run():
-        _, mean, rstd = lib.instance_norm(x, w, b, eps=GN_EPS, axis=axis, return_stats=True)
+        _, mean, rstd = lib.instance_norm(
+            x, w, b, eps=GN_EPS, axis=axis, out=out, return_stats=True
+        )
         return lib.instance_norm_backward(dy, x, mean, rstd, w, axis=axis)
 
     return run
@@ -432,7 +443,8 @@ def _in_fwd_bwd_torch(torch, a, layout):
 
 def _channel_ops(name, kind, build, build_torch, *, tiny=False, **build_kw):
     """One entry per layout, on :data:`CHANNEL_SHAPES` in float32; the default run takes the
-    first shape (plus, with ``tiny``, :data:`CHANNEL_TINY` in NCHW, for per-call overhead)."""
+    first shape (plus, with ``tiny``, :data:`CHANNEL_TINY` in NCHW, for per-call overhead).
+    Every channels builder takes ``out``."""
     cases = tuple((s, "float32") for s in CHANNEL_SHAPES)
     extra = ((CHANNEL_TINY, "float32"),) if tiny else ()
     return [
@@ -446,6 +458,7 @@ def _channel_ops(name, kind, build, build_torch, *, tiny=False, **build_kw):
             default_cases=cases[:1] + (extra if layout == "NCHW" else ()),
             layout=layout,
             reference_max_size=CHANNEL_REFERENCE_MAX_SIZE,
+            takes_out=True,
         )
         for layout, inputs in (("NCHW", _nchw_inputs), ("NHWC", _nhwc_inputs))
     ]
@@ -518,16 +531,16 @@ def _wn_fwd_bwd_torch(torch, a):
     return lambda: torch.autograd.grad(torch._weight_norm(v, g, 0), (v, g), dw)
 
 
-def _l2_fwd(lib, a):
+def _l2_fwd(lib, a, out=None):
     x = a["x"]
-    return lambda: lib.l2_normalize(x, axis=-1, eps=L2_EPS)
+    return lambda: lib.l2_normalize(x, axis=-1, eps=L2_EPS, out=out)
 
 
-def _l2_fwd_bwd(lib, a):
+def _l2_fwd_bwd(lib, a, out=None):
     x, dy = a["x"], a["dy"]
 
     def run():
-        y, norm = lib.l2_normalize(x, axis=-1, eps=L2_EPS, return_stats=True)
+        y, norm = lib.l2_normalize(x, axis=-1, eps=L2_EPS, out=out, return_stats=True)
         return lib.l2_normalize_backward(dy, y, norm, axis=-1, eps=L2_EPS)
 
     return run
@@ -596,7 +609,7 @@ def _cos_fwd_bwd_matmul(a):
     return lambda: (np.matmul(xh, wh.T), np.matmul(dy, wh), np.matmul(dy.T, xh))
 
 
-def _vector_op(name, kind, build, build_torch):
+def _vector_op(name, kind, build, build_torch, takes_out=False):
     """An entry on :data:`VECTOR_CASES`; the default run takes the first shape."""
     return Op(
         name,
@@ -606,6 +619,7 @@ def _vector_op(name, kind, build, build_torch):
         build_torch,
         cases=VECTOR_CASES,
         default_cases=VECTOR_CASES[:1],
+        takes_out=takes_out,
     )
 
 
@@ -627,8 +641,8 @@ def _cosine_op(kind, build, build_torch, matmul):
 OPS += [
     _vector_op("weight_norm", "fwd", _wn_fwd, _wn_fwd_torch),
     _vector_op("weight_norm", "fwd+bwd", _wn_fwd_bwd, _wn_fwd_bwd_torch),
-    _vector_op("l2_normalize", "fwd", _l2_fwd, _l2_fwd_torch),
-    _vector_op("l2_normalize", "fwd+bwd", _l2_fwd_bwd, _l2_fwd_bwd_torch),
+    _vector_op("l2_normalize", "fwd", _l2_fwd, _l2_fwd_torch, takes_out=True),
+    _vector_op("l2_normalize", "fwd+bwd", _l2_fwd_bwd, _l2_fwd_bwd_torch, takes_out=True),
     _cosine_op("fwd", _cos_fwd, _cos_fwd_torch, _cos_fwd_matmul),
     _cosine_op("fwd+bwd", _cos_fwd_bwd, _cos_fwd_bwd_torch, _cos_fwd_bwd_matmul),
 ]
@@ -690,12 +704,20 @@ def blas_threads(n: int):
 
 
 def implementation(op: Op, impl: str, arrays: Arrays, torch=None) -> Callable[[], object] | None:
-    """The timed callable of ``impl`` (one of :data:`IMPLS`) for ``op`` on ``arrays``.
+    """The timed callable of ``impl`` (one of :data:`IMPLS`, or :data:`OUT_IMPL`) for ``op``
+    on ``arrays``.
 
-    None when ``impl`` is ``"torch"`` and torch is not given or the op has no torch builder.
+    None when ``impl`` is ``"torch"`` and torch is not given or the op has no torch builder,
+    or when it is :data:`OUT_IMPL` and the op does not take ``out``. :data:`OUT_IMPL`'s
+    ``out`` is allocated here, once, so that its pages are touched by the warm-up call.
     """
     if impl == "fastnorm":
         return op.build(importlib.import_module("fastnorm"), arrays)
+    if impl == OUT_IMPL:
+        if not op.takes_out:
+            return None
+        out = np.empty_like(arrays["x"])
+        return op.build(importlib.import_module("fastnorm"), arrays, out=out)
     if impl == "reference":
         return op.build(importlib.import_module("fastnorm.reference"), arrays)
     if impl == "torch":

@@ -122,7 +122,7 @@ def _wn_layout(v, g, axis):
     if g.shape not in ((C,), keep):
         raise ValueError(f"g must have shape {(C,)} or {keep}, got {g.shape}")
     g_shape = g.shape
-    g = np.ascontiguousarray(g.reshape(C), dtype=v.dtype)
+    g = contiguous(g.reshape(C).astype(v.dtype, copy=False))  # aligned too
     return (prod(s[:axis]), C, prod(s[axis + 1:])), g, g_shape
 
 
