@@ -75,31 +75,6 @@ def _positive(text):
     return n
 
 
-class _Cache:
-    """Inputs and copy times per ``(op.inputs, shape, dtype)``, shared by the ops of a run."""
-
-    def __init__(self, rounds, target):
-        self.rounds, self.target = rounds, target
-        self.arrays, self.copy_s = {}, {}
-
-    def inputs(self, op, shape, dtype):
-        key = (op.inputs, tuple(shape), dtype)
-        if key not in self.arrays:
-            self.arrays[key] = _bench.make_inputs(op.inputs, shape, dtype)
-        return self.arrays[key]
-
-    def copy_time(self, op, shape, dtype):
-        key = (op.inputs, tuple(shape), dtype)
-        if key not in self.copy_s:
-            x = self.inputs(op, shape, dtype)["x"]
-            dst = np.empty_like(x)
-            timing = _bench.measure(
-                lambda: np.copyto(dst, x), rounds=self.rounds, target=self.target
-            )
-            self.copy_s[key] = timing.median
-        return self.copy_s[key]
-
-
 def _run_case(op, shape, dtype, torch, cache):
     """Time every implementation of one case (and its matrix products alone, for an op that
     has them); the JSON record of one table row."""
@@ -208,7 +183,7 @@ def cmd_bench(args):
 
     start = time.perf_counter()
     rows = []
-    cache = _Cache(rounds, target)
+    cache = _bench.Cache(rounds, target)
     for op, shape, dtype in cases:
         row = _run_case(op, shape, dtype, torch, cache)
         print(_format(row), flush=True)

@@ -59,6 +59,8 @@ def _check_groups(num_groups, C):
 
 
 def _check_momentum(momentum):
+    if type(momentum) is float and 0.0 <= momentum <= 1.0:  # the common case, fast
+        return momentum
     try:
         m = float(momentum)
     except (TypeError, ValueError):

@@ -97,6 +97,8 @@ def as_like(a, name, shape, dtype):
 
 
 def check_eps(eps):
+    if type(eps) is float and 0.0 <= eps < math.inf:  # the common case, fast
+        return eps
     try:
         e = float(eps)
     except (TypeError, ValueError):
@@ -107,6 +109,8 @@ def check_eps(eps):
 
 
 def normalize_axis(axis, ndim, name="axis"):
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, fast
+        return axis + ndim if axis < 0 else axis
     try:
         axis = operator.index(axis)
     except TypeError:
