@@ -129,8 +129,11 @@ san_leaks() {
 # ------------------------------------------------------------------ is it really sanitized?
 section "checking the extension is instrumented and that reports are caught"
 status=0
-if ldd "$SO" | grep -q 'libasan\.so' && ldd "$SO" | grep -q 'libubsan\.so'; then
-    echo "ok: $(basename "$SO") links $(ldd "$SO" | grep -oE 'lib(asan|ubsan)\.so\.[0-9]+' | tr '\n' ' ')"
+# ldd's output is captured first: `ldd | grep -q` under pipefail fails whenever grep exits
+# before ldd has written everything (SIGPIPE)
+LIBS=$(ldd "$SO")
+if grep -q 'libasan\.so' <<<"$LIBS" && grep -q 'libubsan\.so' <<<"$LIBS"; then
+    echo "ok: $(basename "$SO") links $(grep -oE 'lib(asan|ubsan)\.so\.[0-9]+' <<<"$LIBS" | tr '\n' ' ')"
 else
     echo "FAIL: $(basename "$SO") does not link libasan and libubsan"; status=1
 fi

@@ -62,10 +62,13 @@ if ! (cd "$SRC" && env -u FASTNORM_SANITIZE "$PY" setup.py build_ext --inplace) 
 fi
 grep "fastnorm build: compile flags" "$WORK/build.log"
 SO=$(ls "$SRC"/fastnorm/_kernels*.so | head -1)
-if nm -D "$SO" | grep -q '__asan_\|__ubsan_'; then
+# outputs captured first: `cmd | grep -q` under pipefail fails when grep exits early (SIGPIPE)
+SYMS=$(nm -D "$SO")
+if grep -q '__asan_\|__ubsan_' <<<"$SYMS"; then
     echo "valgrind.sh: $SO is sanitized; valgrind needs an ordinary build" >&2; exit 2
 fi
-if readelf -S "$SO" | grep -q '\.debug_info'; then
+SECTIONS=$(readelf -S "$SO")
+if grep -q '\.debug_info' <<<"$SECTIONS"; then
     echo "ok: $(basename "$SO") has debug info (file:line in reports)"
 else
     echo "note: $(basename "$SO") has no debug info; reports will name functions only"
