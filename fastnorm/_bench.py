@@ -64,6 +64,7 @@ __all__ = [
     "Op",
     "Timing",
     "blas_threads",
+    "busy_cpus",
     "check",
     "implementation",
     "machine_info",
@@ -1005,6 +1006,29 @@ def _memory_gib():
     return None
 
 
+def _cpu_times():
+    with open("/proc/stat", encoding="utf-8") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]), idle
+
+
+def busy_cpus(interval: float = 0.5):
+    """How many CPUs other processes keep busy: the non-idle share of /proc/stat's CPU time
+    over ``interval`` seconds of sleep, times the CPU count; None where /proc/stat is
+    unreadable."""
+    try:
+        total0, idle0 = _cpu_times()
+        time.sleep(interval)
+        total1, idle1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    if total <= 0:
+        return None
+    return round((1 - (idle1 - idle0) / total) * (os.cpu_count() or 1), 2)
+
+
 def _threadpools():
     """threadpoolctl's view of the BLAS and OpenMP libraries loaded, or None without it."""
     try:
@@ -1018,8 +1042,9 @@ def _threadpools():
 def machine_info(torch=None) -> dict:
     """The machine and the software a run measured: the CPU model and cache size from
     /proc/cpuinfo, the core count (``os.cpu_count()``, and the CPUs this process may run on),
-    memory, the date, fastnorm's configuration (as :func:`fastnorm.show_config` prints it),
-    and the NumPy, PyTorch and thread-pool libraries."""
+    memory, the load at the start (:func:`busy_cpus`: other work skews the timings), the date,
+    fastnorm's configuration (as :func:`fastnorm.show_config` prints it), and the NumPy,
+    PyTorch and thread-pool libraries."""
     cpu = _cpuinfo()
     model = (
         cpu.get("model name") or cpu.get("Hardware") or platform.processor() or platform.machine()
@@ -1032,6 +1057,8 @@ def machine_info(torch=None) -> dict:
         "cpu_count": os.cpu_count(),
         "cpus_available": None if affinity is None else len(affinity),
         "memory_gib": _memory_gib(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "busy_cpus": busy_cpus(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
