@@ -28,64 +28,70 @@ int fn_isa_active(void);
     int name params { return name##_baseline args; }
 #endif
 
-#define FN_ROWS_DISPATCH(T, SFX)                                                           \
+#define FN_ROWS_DISPATCH(T, P, SFX)                                                           \
     FN_DISPATCH(fn_layer_norm_fwd_##SFX,                                                   \
-                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, int64_t M,    \
+                (const T *x, const P *w, const P *b, T *y, P *mean, P *rstd, int64_t M,    \
                  int64_t K, double eps),                                                   \
                 (x, w, b, y, mean, rstd, M, K, eps))                                       \
     FN_DISPATCH(fn_layer_norm_bwd_##SFX,                                                   \
-                (const T *dy, const T *x, const T *mean, const T *rstd, const T *w, T *dx, \
-                 T *dw, T *db, int64_t M, int64_t K),                                      \
+                (const T *dy, const T *x, const P *mean, const P *rstd, const P *w, T *dx, \
+                 P *dw, P *db, int64_t M, int64_t K),                                      \
                 (dy, x, mean, rstd, w, dx, dw, db, M, K))                                  \
     FN_DISPATCH(fn_rms_norm_fwd_##SFX,                                                     \
-                (const T *x, const T *w, T *y, T *rstd, int64_t M, int64_t K, double eps), \
+                (const T *x, const P *w, T *y, P *rstd, int64_t M, int64_t K, double eps), \
                 (x, w, y, rstd, M, K, eps))                                                \
     FN_DISPATCH(fn_rms_norm_bwd_##SFX,                                                     \
-                (const T *dy, const T *x, const T *rstd, const T *w, T *dx, T *dw,         \
+                (const T *dy, const T *x, const P *rstd, const P *w, T *dx, P *dw,         \
                  int64_t M, int64_t K),                                                    \
                 (dy, x, rstd, w, dx, dw, M, K))
 
-FN_ROWS_DISPATCH(float, f32)
-FN_ROWS_DISPATCH(double, f64)
+FN_ROWS_DISPATCH(float, float, f32)
+FN_ROWS_DISPATCH(double, double, f64)
+FN_ROWS_DISPATCH(fn_float16, float, f16)
+FN_ROWS_DISPATCH(fn_bfloat16, float, bf16)
 
-#define FN_CHANNELS_DISPATCH(T, SFX)                                                       \
+#define FN_CHANNELS_DISPATCH(T, P, SFX)                                                       \
     FN_DISPATCH(fn_batch_norm_fwd_##SFX,                                                   \
-                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, void *rm,     \
+                (const T *x, const P *w, const P *b, T *y, P *mean, P *rstd, void *rm,     \
                  void *rv, int r64, int64_t A, int64_t C, int64_t B, double eps,           \
                  double mom, int training),                                                \
                 (x, w, b, y, mean, rstd, rm, rv, r64, A, C, B, eps, mom, training))        \
     FN_DISPATCH(fn_batch_norm_bwd_##SFX,                                                   \
-                (const T *dy, const T *x, const T *mean, const T *rstd, const T *w, T *dx, \
-                 T *dw, T *db, int64_t A, int64_t C, int64_t B, int training),             \
+                (const T *dy, const T *x, const P *mean, const P *rstd, const P *w, T *dx, \
+                 P *dw, P *db, int64_t A, int64_t C, int64_t B, int training),             \
                 (dy, x, mean, rstd, w, dx, dw, db, A, C, B, training))                     \
     FN_DISPATCH(fn_group_norm_fwd_##SFX,                                                   \
-                (const T *x, const T *w, const T *b, T *y, T *mean, T *rstd, int64_t N,    \
+                (const T *x, const P *w, const P *b, T *y, P *mean, P *rstd, int64_t N,    \
                  int64_t A, int64_t C, int64_t B, int64_t G, double eps),                  \
                 (x, w, b, y, mean, rstd, N, A, C, B, G, eps))                              \
     FN_DISPATCH(fn_group_norm_bwd_##SFX,                                                   \
-                (const T *dy, const T *x, const T *mean, const T *rstd, const T *w, T *dx, \
-                 T *dw, T *db, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G),     \
+                (const T *dy, const T *x, const P *mean, const P *rstd, const P *w, T *dx, \
+                 P *dw, P *db, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G),     \
                 (dy, x, mean, rstd, w, dx, dw, db, N, A, C, B, G))
 
-FN_CHANNELS_DISPATCH(float, f32)
-FN_CHANNELS_DISPATCH(double, f64)
+FN_CHANNELS_DISPATCH(float, float, f32)
+FN_CHANNELS_DISPATCH(double, double, f64)
+FN_CHANNELS_DISPATCH(fn_float16, float, f16)
+FN_CHANNELS_DISPATCH(fn_bfloat16, float, bf16)
 
-#define FN_VECTORS_DISPATCH(T, SFX)                                                        \
+#define FN_VECTORS_DISPATCH(T, P, SFX)                                                        \
     FN_DISPATCH(fn_l2_normalize_fwd_##SFX,                                                 \
-                (const T *x, T *y, T *nrm, int64_t N, int64_t A, int64_t C, int64_t B,     \
+                (const T *x, T *y, P *nrm, int64_t N, int64_t A, int64_t C, int64_t B,     \
                  double eps),                                                              \
                 (x, y, nrm, N, A, C, B, eps))                                              \
     FN_DISPATCH(fn_l2_normalize_bwd_##SFX,                                                 \
-                (const T *dy, const T *y, const T *nrm, T *dx, int64_t N, int64_t A,       \
+                (const T *dy, const T *y, const P *nrm, T *dx, int64_t N, int64_t A,       \
                  int64_t C, int64_t B, double eps),                                        \
                 (dy, y, nrm, dx, N, A, C, B, eps))                                         \
     FN_DISPATCH(fn_weight_norm_fwd_##SFX,                                                  \
-                (const T *v, const T *g, T *w, T *nrm, int64_t A, int64_t C, int64_t B),   \
+                (const T *v, const P *g, T *w, P *nrm, int64_t A, int64_t C, int64_t B),   \
                 (v, g, w, nrm, A, C, B))                                                   \
     FN_DISPATCH(fn_weight_norm_bwd_##SFX,                                                  \
-                (const T *dw, const T *v, const T *g, const T *nrm, T *dv, T *dg,          \
+                (const T *dw, const T *v, const P *g, const P *nrm, T *dv, P *dg,          \
                  int64_t A, int64_t C, int64_t B),                                         \
                 (dw, v, g, nrm, dv, dg, A, C, B))
 
-FN_VECTORS_DISPATCH(float, f32)
-FN_VECTORS_DISPATCH(double, f64)
+FN_VECTORS_DISPATCH(float, float, f32)
+FN_VECTORS_DISPATCH(double, double, f64)
+FN_VECTORS_DISPATCH(fn_float16, float, f16)
+FN_VECTORS_DISPATCH(fn_bfloat16, float, bf16)

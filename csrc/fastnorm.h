@@ -29,6 +29,17 @@ enum {
 /* SIMD levels the kernels are compiled for; the best supported one is chosen at load. */
 enum { FN_ISA_BASELINE = 0, FN_ISA_AVX2 = 1, FN_ISA_AVX512 = 2 };
 
+/* Half-precision element types, as their IEEE 754 binary16 (float16) or bfloat16 bit
+ * patterns. Kernels for them (suffixes f16 and bf16) read and write x-shaped arrays in
+ * the half type and compute in float (sums in double, as for float32); everything else
+ * (weight, bias, statistics, their gradients, norms) is float. */
+typedef struct fn_float16 {
+    uint16_t bits;
+} fn_float16;
+typedef struct fn_bfloat16 {
+    uint16_t bits;
+} fn_bfloat16;
+
 /* ---- runtime ---------------------------------------------------------------------- */
 
 /* Call once before any kernel: registers a fork handler so that a child created by
@@ -61,25 +72,21 @@ const char *fn_build_info(void);
  * mean/rstd have M entries and may be NULL in the forward pass. y may equal x.
  * Backward: dweight/dbias may be NULL (not computed).
  */
-int fn_layer_norm_fwd_f32(const float *x, const float *weight, const float *bias, float *y,
-                          float *mean, float *rstd, int64_t M, int64_t K, double eps);
-int fn_layer_norm_fwd_f64(const double *x, const double *weight, const double *bias, double *y,
-                          double *mean, double *rstd, int64_t M, int64_t K, double eps);
-int fn_layer_norm_bwd_f32(const float *dy, const float *x, const float *mean, const float *rstd,
-                          const float *weight, float *dx, float *dweight, float *dbias,
-                          int64_t M, int64_t K);
-int fn_layer_norm_bwd_f64(const double *dy, const double *x, const double *mean,
-                          const double *rstd, const double *weight, double *dx, double *dweight,
-                          double *dbias, int64_t M, int64_t K);
+#define FN_ROWS_DECL(T, P, SFX)                                                            \
+    int fn_layer_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y, P *mean,  \
+                                P *rstd, int64_t M, int64_t K, double eps);                 \
+    int fn_layer_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,      \
+                                const P *weight, T *dx, P *dweight, P *dbias, int64_t M,    \
+                                int64_t K);                                                 \
+    int fn_rms_norm_fwd_##SFX(const T *x, const P *weight, T *y, P *rstd, int64_t M,        \
+                              int64_t K, double eps);                                       \
+    int fn_rms_norm_bwd_##SFX(const T *dy, const T *x, const P *rstd, const P *weight,      \
+                              T *dx, P *dweight, int64_t M, int64_t K);
 
-int fn_rms_norm_fwd_f32(const float *x, const float *weight, float *y, float *rstd, int64_t M,
-                        int64_t K, double eps);
-int fn_rms_norm_fwd_f64(const double *x, const double *weight, double *y, double *rstd,
-                        int64_t M, int64_t K, double eps);
-int fn_rms_norm_bwd_f32(const float *dy, const float *x, const float *rstd, const float *weight,
-                        float *dx, float *dweight, int64_t M, int64_t K);
-int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
-                        const double *weight, double *dx, double *dweight, int64_t M, int64_t K);
+FN_ROWS_DECL(float, float, f32)
+FN_ROWS_DECL(double, double, f64)
+FN_ROWS_DECL(fn_float16, float, f16)
+FN_ROWS_DECL(fn_bfloat16, float, bf16)
 
 /* ---- channels family: batch, group and instance norm over (N, A, C, B) -------------
  *
@@ -96,23 +103,25 @@ int fn_rms_norm_bwd_f64(const double *dy, const double *x, const double *rstd,
  * group_norm: x is (N, A, C, B) with N the batch; statistics per (n, group) over A x
  *   (C / G) x B, G dividing C; mean / rstd have N * G entries. Instance norm is G = C.
  */
-#define FN_CHANNELS_DECL(T, SFX)                                                           \
-    int fn_batch_norm_fwd_##SFX(const T *x, const T *weight, const T *bias, T *y,          \
-                                T *mean_out, T *rstd_out, void *running_mean,              \
+#define FN_CHANNELS_DECL(T, P, SFX)                                                        \
+    int fn_batch_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y,          \
+                                P *mean_out, P *rstd_out, void *running_mean,              \
                                 void *running_var, int running_f64, int64_t A, int64_t C,  \
                                 int64_t B, double eps, double momentum, int training);     \
-    int fn_batch_norm_bwd_##SFX(const T *dy, const T *x, const T *mean, const T *rstd,     \
-                                const T *weight, T *dx, T *dweight, T *dbias, int64_t A,   \
+    int fn_batch_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,     \
+                                const P *weight, T *dx, P *dweight, P *dbias, int64_t A,   \
                                 int64_t C, int64_t B, int training);                       \
-    int fn_group_norm_fwd_##SFX(const T *x, const T *weight, const T *bias, T *y,          \
-                                T *mean_out, T *rstd_out, int64_t N, int64_t A, int64_t C, \
+    int fn_group_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y,          \
+                                P *mean_out, P *rstd_out, int64_t N, int64_t A, int64_t C, \
                                 int64_t B, int64_t G, double eps);                         \
-    int fn_group_norm_bwd_##SFX(const T *dy, const T *x, const T *mean, const T *rstd,     \
-                                const T *weight, T *dx, T *dweight, T *dbias, int64_t N,   \
+    int fn_group_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,     \
+                                const P *weight, T *dx, P *dweight, P *dbias, int64_t N,   \
                                 int64_t A, int64_t C, int64_t B, int64_t G);
 
-FN_CHANNELS_DECL(float, f32)
-FN_CHANNELS_DECL(double, f64)
+FN_CHANNELS_DECL(float, float, f32)
+FN_CHANNELS_DECL(double, double, f64)
+FN_CHANNELS_DECL(fn_float16, float, f16)
+FN_CHANNELS_DECL(fn_bfloat16, float, bf16)
 
 /* ---- vectors family: l2_normalize and weight norm -----------------------------------
  *
@@ -124,18 +133,20 @@ FN_CHANNELS_DECL(double, f64)
  *   entries. Backward: dg = sum(dw * v) / norm, dv = g / norm * (dw - v * dg / norm);
  *   both 0 on a zero slice.
  */
-#define FN_VECTORS_DECL(T, SFX)                                                            \
-    int fn_l2_normalize_fwd_##SFX(const T *x, T *y, T *norm_out, int64_t N, int64_t A,     \
+#define FN_VECTORS_DECL(T, P, SFX)                                                         \
+    int fn_l2_normalize_fwd_##SFX(const T *x, T *y, P *norm_out, int64_t N, int64_t A,     \
                                   int64_t C, int64_t B, double eps);                       \
-    int fn_l2_normalize_bwd_##SFX(const T *dy, const T *y, const T *norm, T *dx,           \
+    int fn_l2_normalize_bwd_##SFX(const T *dy, const T *y, const P *norm, T *dx,           \
                                   int64_t N, int64_t A, int64_t C, int64_t B, double eps); \
-    int fn_weight_norm_fwd_##SFX(const T *v, const T *g, T *w, T *norm_out, int64_t A,     \
+    int fn_weight_norm_fwd_##SFX(const T *v, const P *g, T *w, P *norm_out, int64_t A,     \
                                  int64_t C, int64_t B);                                    \
-    int fn_weight_norm_bwd_##SFX(const T *dw, const T *v, const T *g, const T *norm,       \
-                                 T *dv, T *dg, int64_t A, int64_t C, int64_t B);
+    int fn_weight_norm_bwd_##SFX(const T *dw, const T *v, const P *g, const P *norm,       \
+                                 T *dv, P *dg, int64_t A, int64_t C, int64_t B);
 
-FN_VECTORS_DECL(float, f32)
-FN_VECTORS_DECL(double, f64)
+FN_VECTORS_DECL(float, float, f32)
+FN_VECTORS_DECL(double, double, f64)
+FN_VECTORS_DECL(fn_float16, float, f16)
+FN_VECTORS_DECL(fn_bfloat16, float, bf16)
 
 #ifdef __cplusplus
 }

@@ -1,11 +1,11 @@
-/* The kernels compiled for AVX2 + FMA; chosen at run time on CPUs that have them. */
+/* The kernels compiled for AVX2 + FMA (+ F16C); chosen at run time on CPUs that have them. */
 #include "internal.h"
 
 #if FN_MULTI_ISA
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #endif
 
 #define FN_ISA avx2
