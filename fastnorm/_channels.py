@@ -14,6 +14,7 @@ from ._validate import (
     make_out,
     normalize_axis,
     prod,
+    stat_dtype,
 )
 
 __all__ = [
@@ -90,12 +91,14 @@ def _running(r, name, C):
 
 
 def _grad_arrays(shape, C, dtype, with_weight):
-    """dx (uninitialized), dweight (None without a weight) and dbias; the per-channel ones
-    zeroed when x is empty, since no kernel runs then."""
+    """dx (uninitialized, x's dtype), dweight (None without a weight) and dbias (in the
+    statistics' dtype); the per-channel ones zeroed when x is empty, since no kernel runs
+    then."""
     dx = np.empty(shape, dtype)
     empty = dx.size == 0
     make = np.zeros if empty else np.empty
-    return dx, make(C, dtype) if with_weight else None, make(C, dtype)
+    sdtype = stat_dtype(dtype)
+    return dx, make(C, sdtype) if with_weight else None, make(C, sdtype)
 
 
 def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *,
@@ -165,8 +168,9 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     eps = check_eps(eps)
     momentum = _check_momentum(momentum)
     training = bool(training)
-    weight = as_param(weight, "weight", (C,), dtype)
-    bias = as_param(bias, "bias", (C,), dtype)
+    sdtype = stat_dtype(dtype)
+    weight = as_param(weight, "weight", (C,), sdtype)
+    bias = as_param(bias, "bias", (C,), sdtype)
     rm = _running(running_mean, "running_mean", C)
     rv = _running(running_var, "running_var", C)
     if rm is not None and rv is not None and rm.dtype != rv.dtype:
@@ -182,7 +186,7 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     y = make_out(out, x.shape, dtype, (xc, weight, bias, rm, rv))
     mean = rstd = None
     if return_stats:
-        mean, rstd = np.empty(C, dtype), np.empty(C, dtype)
+        mean, rstd = np.empty(C, sdtype), np.empty(C, sdtype)
     if n == 0 or C == 0:
         if return_stats and training:  # no batch statistics without a batch
             mean.fill(np.nan)
@@ -221,9 +225,10 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
     dtype = x.dtype
     A, C, B = _bn_layout(x, axis)
     dy = as_like(dy, "dy", x.shape, dtype)
-    mean = as_like(mean, "mean", (C,), dtype)
-    rstd = as_like(rstd, "rstd", (C,), dtype)
-    weight = as_param(weight, "weight", (C,), dtype)
+    sdtype = stat_dtype(dtype)
+    mean = as_like(mean, "mean", (C,), sdtype)
+    rstd = as_like(rstd, "rstd", (C,), sdtype)
+    weight = as_param(weight, "weight", (C,), sdtype)
     dx, dweight, dbias = _grad_arrays(x.shape, C, dtype, weight is not None)
     if dx.size == 0:
         return dx, dweight, dbias
@@ -236,13 +241,14 @@ def _gn_forward(x, layout, G, weight, bias, eps, out, return_stats):
     N, A, C, B = layout
     dtype = x.dtype
     eps = check_eps(eps)
-    weight = as_param(weight, "weight", (C,), dtype)
-    bias = as_param(bias, "bias", (C,), dtype)
+    sdtype = stat_dtype(dtype)
+    weight = as_param(weight, "weight", (C,), sdtype)
+    bias = as_param(bias, "bias", (C,), sdtype)
     xc = contiguous(x)
     y = make_out(out, x.shape, dtype, (xc, weight, bias))
     mean = rstd = None
     if return_stats:
-        mean, rstd = np.empty((N, G), dtype), np.empty((N, G), dtype)
+        mean, rstd = np.empty((N, G), sdtype), np.empty((N, G), sdtype)
     if A * B * C == 0:
         if return_stats:
             mean.fill(np.nan)
@@ -257,9 +263,10 @@ def _gn_backward(dy, x, layout, mean, rstd, G, weight):
     N, A, C, B = layout
     dtype = x.dtype
     dy = as_like(dy, "dy", x.shape, dtype)
-    mean = as_like(mean, "mean", (N, G), dtype)
-    rstd = as_like(rstd, "rstd", (N, G), dtype)
-    weight = as_param(weight, "weight", (C,), dtype)
+    sdtype = stat_dtype(dtype)
+    mean = as_like(mean, "mean", (N, G), sdtype)
+    rstd = as_like(rstd, "rstd", (N, G), sdtype)
+    weight = as_param(weight, "weight", (C,), sdtype)
     dx, dweight, dbias = _grad_arrays(x.shape, C, dtype, weight is not None)
     if dx.size == 0:
         return dx, dweight, dbias

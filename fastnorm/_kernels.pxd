@@ -1,8 +1,13 @@
 # Declarations of the C ABI in csrc/fastnorm.h.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 
 
 cdef extern from "fastnorm.h" nogil:
+    ctypedef struct fn_float16:
+        uint16_t bits
+    ctypedef struct fn_bfloat16:
+        uint16_t bits
+
     enum:
         FN_OK
         FN_ERR_NOMEM
@@ -100,3 +105,80 @@ cdef extern from "fastnorm.h" nogil:
     int fn_weight_norm_bwd_f64(const double *dw, const double *v, const double *g,
                                const double *norm, double *dv, double *dg, int64_t A,
                                int64_t C, int64_t B)
+
+    # float16 / bfloat16: x-shaped arrays in the half type, everything else float
+    int fn_layer_norm_fwd_f16(const fn_float16 *x, const float *weight, const float *bias,
+                              fn_float16 *y, float *mean, float *rstd, int64_t M, int64_t K,
+                              double eps)
+    int fn_layer_norm_fwd_bf16(const fn_bfloat16 *x, const float *weight, const float *bias,
+                               fn_bfloat16 *y, float *mean, float *rstd, int64_t M,
+                               int64_t K, double eps)
+    int fn_layer_norm_bwd_f16(const fn_float16 *dy, const fn_float16 *x, const float *mean,
+                              const float *rstd, const float *weight, fn_float16 *dx,
+                              float *dweight, float *dbias, int64_t M, int64_t K)
+    int fn_layer_norm_bwd_bf16(const fn_bfloat16 *dy, const fn_bfloat16 *x,
+                               const float *mean, const float *rstd, const float *weight,
+                               fn_bfloat16 *dx, float *dweight, float *dbias, int64_t M,
+                               int64_t K)
+    int fn_rms_norm_fwd_f16(const fn_float16 *x, const float *weight, fn_float16 *y,
+                            float *rstd, int64_t M, int64_t K, double eps)
+    int fn_rms_norm_fwd_bf16(const fn_bfloat16 *x, const float *weight, fn_bfloat16 *y,
+                             float *rstd, int64_t M, int64_t K, double eps)
+    int fn_rms_norm_bwd_f16(const fn_float16 *dy, const fn_float16 *x, const float *rstd,
+                            const float *weight, fn_float16 *dx, float *dweight, int64_t M,
+                            int64_t K)
+    int fn_rms_norm_bwd_bf16(const fn_bfloat16 *dy, const fn_bfloat16 *x, const float *rstd,
+                             const float *weight, fn_bfloat16 *dx, float *dweight,
+                             int64_t M, int64_t K)
+    int fn_batch_norm_fwd_f16(const fn_float16 *x, const float *weight, const float *bias,
+                              fn_float16 *y, float *mean_out, float *rstd_out,
+                              void *running_mean, void *running_var, int running_f64,
+                              int64_t A, int64_t C, int64_t B, double eps, double momentum,
+                              int training)
+    int fn_batch_norm_fwd_bf16(const fn_bfloat16 *x, const float *weight, const float *bias,
+                               fn_bfloat16 *y, float *mean_out, float *rstd_out,
+                               void *running_mean, void *running_var, int running_f64,
+                               int64_t A, int64_t C, int64_t B, double eps, double momentum,
+                               int training)
+    int fn_batch_norm_bwd_f16(const fn_float16 *dy, const fn_float16 *x, const float *mean,
+                              const float *rstd, const float *weight, fn_float16 *dx,
+                              float *dweight, float *dbias, int64_t A, int64_t C, int64_t B,
+                              int training)
+    int fn_batch_norm_bwd_bf16(const fn_bfloat16 *dy, const fn_bfloat16 *x,
+                               const float *mean, const float *rstd, const float *weight,
+                               fn_bfloat16 *dx, float *dweight, float *dbias, int64_t A,
+                               int64_t C, int64_t B, int training)
+    int fn_group_norm_fwd_f16(const fn_float16 *x, const float *weight, const float *bias,
+                              fn_float16 *y, float *mean_out, float *rstd_out, int64_t N,
+                              int64_t A, int64_t C, int64_t B, int64_t G, double eps)
+    int fn_group_norm_fwd_bf16(const fn_bfloat16 *x, const float *weight, const float *bias,
+                               fn_bfloat16 *y, float *mean_out, float *rstd_out, int64_t N,
+                               int64_t A, int64_t C, int64_t B, int64_t G, double eps)
+    int fn_group_norm_bwd_f16(const fn_float16 *dy, const fn_float16 *x, const float *mean,
+                              const float *rstd, const float *weight, fn_float16 *dx,
+                              float *dweight, float *dbias, int64_t N, int64_t A, int64_t C,
+                              int64_t B, int64_t G)
+    int fn_group_norm_bwd_bf16(const fn_bfloat16 *dy, const fn_bfloat16 *x,
+                               const float *mean, const float *rstd, const float *weight,
+                               fn_bfloat16 *dx, float *dweight, float *dbias, int64_t N,
+                               int64_t A, int64_t C, int64_t B, int64_t G)
+    int fn_l2_normalize_fwd_f16(const fn_float16 *x, fn_float16 *y, float *norm_out,
+                                int64_t N, int64_t A, int64_t C, int64_t B, double eps)
+    int fn_l2_normalize_fwd_bf16(const fn_bfloat16 *x, fn_bfloat16 *y, float *norm_out,
+                                 int64_t N, int64_t A, int64_t C, int64_t B, double eps)
+    int fn_l2_normalize_bwd_f16(const fn_float16 *dy, const fn_float16 *y,
+                                const float *norm, fn_float16 *dx, int64_t N, int64_t A,
+                                int64_t C, int64_t B, double eps)
+    int fn_l2_normalize_bwd_bf16(const fn_bfloat16 *dy, const fn_bfloat16 *y,
+                                 const float *norm, fn_bfloat16 *dx, int64_t N, int64_t A,
+                                 int64_t C, int64_t B, double eps)
+    int fn_weight_norm_fwd_f16(const fn_float16 *v, const float *g, fn_float16 *w,
+                               float *norm_out, int64_t A, int64_t C, int64_t B)
+    int fn_weight_norm_fwd_bf16(const fn_bfloat16 *v, const float *g, fn_bfloat16 *w,
+                                float *norm_out, int64_t A, int64_t C, int64_t B)
+    int fn_weight_norm_bwd_f16(const fn_float16 *dw, const fn_float16 *v, const float *g,
+                               const float *norm, fn_float16 *dv, float *dg, int64_t A,
+                               int64_t C, int64_t B)
+    int fn_weight_norm_bwd_bf16(const fn_bfloat16 *dw, const fn_bfloat16 *v, const float *g,
+                                const float *norm, fn_bfloat16 *dv, float *dg, int64_t A,
+                                int64_t C, int64_t B)

@@ -29,12 +29,18 @@ cdef inline int _check(int status) except -1:
 
 
 cdef inline int _kind(cnp.ndarray x) except -1:
+    """0 float32, 1 float64, 2 float16, 3 bfloat16 (ml_dtypes)."""
     cdef int t = cnp.PyArray_TYPE(x)
     if t == cnp.NPY_FLOAT32:
         return 0
     if t == cnp.NPY_FLOAT64:
         return 1
-    raise TypeError(f"fastnorm kernels take float32 or float64, not {x.dtype}")
+    if t == cnp.NPY_FLOAT16:
+        return 2
+    if x.dtype.name == "bfloat16" and x.dtype.itemsize == 2:
+        return 3
+    raise TypeError(f"fastnorm kernels take float16, bfloat16, float32 or float64, "
+                    f"not {x.dtype}")
 
 
 # ---- runtime -----------------------------------------------------------------------
@@ -95,14 +101,25 @@ def layer_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, obj
     cdef void *py = cnp.PyArray_DATA(y)
     cdef void *pm = _p(mean)
     cdef void *pr = _p(rstd)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_layer_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
                                        <float *>pm, <float *>pr, M, K, eps)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_layer_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
                                        <double *>py, <double *>pm, <double *>pr, M, K, eps)
+    elif kind == 2:
+        with nogil:
+            st = fn_layer_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <float *>pb,
+                                       <fn_float16 *>py, <float *>pm, <float *>pr, M, K,
+                                       eps)
+    else:
+        with nogil:
+            st = fn_layer_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <float *>pb,
+                                        <fn_bfloat16 *>py, <float *>pm, <float *>pr, M, K,
+                                        eps)
     _check(st)
 
 
@@ -118,16 +135,27 @@ def layer_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray 
     cdef void *pdx = cnp.PyArray_DATA(dx)
     cdef void *pdw = _p(dweight)
     cdef void *pdb = _p(dbias)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_layer_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
                                        <float *>pw, <float *>pdx, <float *>pdw,
                                        <float *>pdb, M, K)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_layer_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
                                        <double *>pr, <double *>pw, <double *>pdx,
                                        <double *>pdw, <double *>pdb, M, K)
+    elif kind == 2:
+        with nogil:
+            st = fn_layer_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pm,
+                                       <float *>pr, <float *>pw, <fn_float16 *>pdx,
+                                       <float *>pdw, <float *>pdb, M, K)
+    else:
+        with nogil:
+            st = fn_layer_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pm,
+                                        <float *>pr, <float *>pw, <fn_bfloat16 *>pdx,
+                                        <float *>pdw, <float *>pdb, M, K)
     _check(st)
 
 
@@ -138,14 +166,23 @@ def rms_norm_fwd(cnp.ndarray x, object weight, cnp.ndarray y, object rstd,
     cdef void *pw = _p(weight)
     cdef void *py = cnp.PyArray_DATA(y)
     cdef void *pr = _p(rstd)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_rms_norm_fwd_f32(<float *>px, <float *>pw, <float *>py, <float *>pr,
                                      M, K, eps)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_rms_norm_fwd_f64(<double *>px, <double *>pw, <double *>py,
                                      <double *>pr, M, K, eps)
+    elif kind == 2:
+        with nogil:
+            st = fn_rms_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <fn_float16 *>py,
+                                     <float *>pr, M, K, eps)
+    else:
+        with nogil:
+            st = fn_rms_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <fn_bfloat16 *>py,
+                                      <float *>pr, M, K, eps)
     _check(st)
 
 
@@ -158,14 +195,23 @@ def rms_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray rstd, object weight,
     cdef void *pw = _p(weight)
     cdef void *pdx = cnp.PyArray_DATA(dx)
     cdef void *pdw = _p(dweight)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_rms_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pr, <float *>pw,
                                      <float *>pdx, <float *>pdw, M, K)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_rms_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pr,
                                      <double *>pw, <double *>pdx, <double *>pdw, M, K)
+    elif kind == 2:
+        with nogil:
+            st = fn_rms_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pr,
+                                     <float *>pw, <fn_float16 *>pdx, <float *>pdw, M, K)
+    else:
+        with nogil:
+            st = fn_rms_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pr,
+                                      <float *>pw, <fn_bfloat16 *>pdx, <float *>pdw, M, K)
     _check(st)
 
 
@@ -187,16 +233,27 @@ def batch_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, obj
     cdef void *prv = _p(running_var)
     cdef object r = running_var if running_var is not None else running_mean
     cdef int r64 = r is not None and cnp.PyArray_TYPE(<cnp.ndarray>r) == cnp.NPY_FLOAT64
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_batch_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
                                        <float *>pm, <float *>pr, prm, prv, r64,
                                        A, C, B, eps, momentum, training)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_batch_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
                                        <double *>py, <double *>pm, <double *>pr,
                                        prm, prv, r64, A, C, B, eps, momentum, training)
+    elif kind == 2:
+        with nogil:
+            st = fn_batch_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <float *>pb,
+                                       <fn_float16 *>py, <float *>pm, <float *>pr, prm,
+                                       prv, r64, A, C, B, eps, momentum, training)
+    else:
+        with nogil:
+            st = fn_batch_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <float *>pb,
+                                        <fn_bfloat16 *>py, <float *>pm, <float *>pr, prm,
+                                        prv, r64, A, C, B, eps, momentum, training)
     _check(st)
 
 
@@ -212,16 +269,27 @@ def batch_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray 
     cdef void *pdx = cnp.PyArray_DATA(dx)
     cdef void *pdw = _p(dweight)
     cdef void *pdb = _p(dbias)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_batch_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
                                        <float *>pw, <float *>pdx, <float *>pdw,
                                        <float *>pdb, A, C, B, training)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_batch_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
                                        <double *>pr, <double *>pw, <double *>pdx,
                                        <double *>pdw, <double *>pdb, A, C, B, training)
+    elif kind == 2:
+        with nogil:
+            st = fn_batch_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pm,
+                                       <float *>pr, <float *>pw, <fn_float16 *>pdx,
+                                       <float *>pdw, <float *>pdb, A, C, B, training)
+    else:
+        with nogil:
+            st = fn_batch_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pm,
+                                        <float *>pr, <float *>pw, <fn_bfloat16 *>pdx,
+                                        <float *>pdw, <float *>pdb, A, C, B, training)
     _check(st)
 
 
@@ -235,15 +303,26 @@ def group_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, obj
     cdef void *py = cnp.PyArray_DATA(y)
     cdef void *pm = _p(mean)
     cdef void *pr = _p(rstd)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_group_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
                                        <float *>pm, <float *>pr, N, A, C, B, G, eps)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_group_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
                                        <double *>py, <double *>pm, <double *>pr,
                                        N, A, C, B, G, eps)
+    elif kind == 2:
+        with nogil:
+            st = fn_group_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <float *>pb,
+                                       <fn_float16 *>py, <float *>pm, <float *>pr, N, A, C,
+                                       B, G, eps)
+    else:
+        with nogil:
+            st = fn_group_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <float *>pb,
+                                        <fn_bfloat16 *>py, <float *>pm, <float *>pr, N, A,
+                                        C, B, G, eps)
     _check(st)
 
 
@@ -259,16 +338,27 @@ def group_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray 
     cdef void *pdx = cnp.PyArray_DATA(dx)
     cdef void *pdw = _p(dweight)
     cdef void *pdb = _p(dbias)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_group_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
                                        <float *>pw, <float *>pdx, <float *>pdw,
                                        <float *>pdb, N, A, C, B, G)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_group_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
                                        <double *>pr, <double *>pw, <double *>pdx,
                                        <double *>pdw, <double *>pdb, N, A, C, B, G)
+    elif kind == 2:
+        with nogil:
+            st = fn_group_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pm,
+                                       <float *>pr, <float *>pw, <fn_float16 *>pdx,
+                                       <float *>pdw, <float *>pdb, N, A, C, B, G)
+    else:
+        with nogil:
+            st = fn_group_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pm,
+                                        <float *>pr, <float *>pw, <fn_bfloat16 *>pdx,
+                                        <float *>pdw, <float *>pdb, N, A, C, B, G)
     _check(st)
 
 
@@ -280,14 +370,23 @@ def l2_normalize_fwd(cnp.ndarray x, cnp.ndarray y, object norm, int64_t N, int64
     cdef void *px = cnp.PyArray_DATA(x)
     cdef void *py = cnp.PyArray_DATA(y)
     cdef void *pn = _p(norm)
-    if _kind(x) == 0:
+    cdef int kind = _kind(x)
+    if kind == 0:
         with nogil:
             st = fn_l2_normalize_fwd_f32(<float *>px, <float *>py, <float *>pn, N, A, C, B,
                                          eps)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_l2_normalize_fwd_f64(<double *>px, <double *>py, <double *>pn, N, A, C,
                                          B, eps)
+    elif kind == 2:
+        with nogil:
+            st = fn_l2_normalize_fwd_f16(<fn_float16 *>px, <fn_float16 *>py, <float *>pn,
+                                         N, A, C, B, eps)
+    else:
+        with nogil:
+            st = fn_l2_normalize_fwd_bf16(<fn_bfloat16 *>px, <fn_bfloat16 *>py,
+                                          <float *>pn, N, A, C, B, eps)
     _check(st)
 
 
@@ -298,14 +397,23 @@ def l2_normalize_bwd(cnp.ndarray dy, cnp.ndarray y, cnp.ndarray norm, cnp.ndarra
     cdef void *py = cnp.PyArray_DATA(y)
     cdef void *pn = cnp.PyArray_DATA(norm)
     cdef void *pdx = cnp.PyArray_DATA(dx)
-    if _kind(y) == 0:
+    cdef int kind = _kind(y)
+    if kind == 0:
         with nogil:
             st = fn_l2_normalize_bwd_f32(<float *>pdy, <float *>py, <float *>pn,
                                          <float *>pdx, N, A, C, B, eps)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_l2_normalize_bwd_f64(<double *>pdy, <double *>py, <double *>pn,
                                          <double *>pdx, N, A, C, B, eps)
+    elif kind == 2:
+        with nogil:
+            st = fn_l2_normalize_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>py, <float *>pn,
+                                         <fn_float16 *>pdx, N, A, C, B, eps)
+    else:
+        with nogil:
+            st = fn_l2_normalize_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>py,
+                                          <float *>pn, <fn_bfloat16 *>pdx, N, A, C, B, eps)
     _check(st)
 
 
@@ -316,14 +424,23 @@ def weight_norm_fwd(cnp.ndarray v, cnp.ndarray g, cnp.ndarray w, object norm, in
     cdef void *pg = cnp.PyArray_DATA(g)
     cdef void *pw = cnp.PyArray_DATA(w)
     cdef void *pn = _p(norm)
-    if _kind(v) == 0:
+    cdef int kind = _kind(v)
+    if kind == 0:
         with nogil:
             st = fn_weight_norm_fwd_f32(<float *>pv, <float *>pg, <float *>pw, <float *>pn,
                                         A, C, B)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_weight_norm_fwd_f64(<double *>pv, <double *>pg, <double *>pw,
                                         <double *>pn, A, C, B)
+    elif kind == 2:
+        with nogil:
+            st = fn_weight_norm_fwd_f16(<fn_float16 *>pv, <float *>pg, <fn_float16 *>pw,
+                                        <float *>pn, A, C, B)
+    else:
+        with nogil:
+            st = fn_weight_norm_fwd_bf16(<fn_bfloat16 *>pv, <float *>pg, <fn_bfloat16 *>pw,
+                                         <float *>pn, A, C, B)
     _check(st)
 
 
@@ -336,12 +453,23 @@ def weight_norm_bwd(cnp.ndarray dw, cnp.ndarray v, cnp.ndarray g, cnp.ndarray no
     cdef void *pn = cnp.PyArray_DATA(norm)
     cdef void *pdv = cnp.PyArray_DATA(dv)
     cdef void *pdg = cnp.PyArray_DATA(dg)
-    if _kind(v) == 0:
+    cdef int kind = _kind(v)
+    if kind == 0:
         with nogil:
             st = fn_weight_norm_bwd_f32(<float *>pdw, <float *>pv, <float *>pg, <float *>pn,
                                         <float *>pdv, <float *>pdg, A, C, B)
-    else:
+    elif kind == 1:
         with nogil:
             st = fn_weight_norm_bwd_f64(<double *>pdw, <double *>pv, <double *>pg,
                                         <double *>pn, <double *>pdv, <double *>pdg, A, C, B)
+    elif kind == 2:
+        with nogil:
+            st = fn_weight_norm_bwd_f16(<fn_float16 *>pdw, <fn_float16 *>pv, <float *>pg,
+                                        <float *>pn, <fn_float16 *>pdv, <float *>pdg, A, C,
+                                        B)
+    else:
+        with nogil:
+            st = fn_weight_norm_bwd_bf16(<fn_bfloat16 *>pdw, <fn_bfloat16 *>pv,
+                                         <float *>pg, <float *>pn, <fn_bfloat16 *>pdv,
+                                         <float *>pdg, A, C, B)
     _check(st)

@@ -13,6 +13,7 @@ from ._validate import (
     make_out,
     normalize_axis,
     prod,
+    stat_dtype,
 )
 
 __all__ = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
@@ -83,16 +84,17 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     """
     x = as_input(x)
     dtype = x.dtype
+    sdtype = stat_dtype(dtype)
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)
     eps = check_eps(eps)
-    weight = as_param(weight, "weight", norm_shape, dtype)
-    bias = as_param(bias, "bias", norm_shape, dtype)
+    weight = as_param(weight, "weight", norm_shape, sdtype)
+    bias = as_param(bias, "bias", norm_shape, sdtype)
     xc = contiguous(x)
     y = make_out(out, x.shape, dtype, (xc, weight, bias))
     mean = rstd = None
     if return_stats:
-        mean = _stat(batch_shape, dtype, K)
-        rstd = _stat(batch_shape, dtype, K)
+        mean = _stat(batch_shape, sdtype, K)
+        rstd = _stat(batch_shape, sdtype, K)
     if M * K:
         _kernels.layer_norm_fwd(xc, weight, bias, y, mean, rstd, M, K, eps)
     y = finish_out(y, out)
@@ -135,12 +137,13 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     dtype = x.dtype
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)
     dy = as_like(dy, "dy", x.shape, dtype)
-    mean = as_like(mean, "mean", batch_shape, dtype)
-    rstd = as_like(rstd, "rstd", batch_shape, dtype)
-    weight = as_param(weight, "weight", norm_shape, dtype)
+    sdtype = stat_dtype(dtype)
+    mean = as_like(mean, "mean", batch_shape, sdtype)
+    rstd = as_like(rstd, "rstd", batch_shape, sdtype)
+    weight = as_param(weight, "weight", norm_shape, sdtype)
     dx = np.empty(x.shape, dtype)
-    dweight = None if weight is None else np.empty(norm_shape, dtype)
-    dbias = np.empty(norm_shape, dtype)
+    dweight = None if weight is None else np.empty(norm_shape, sdtype)
+    dbias = np.empty(norm_shape, sdtype)
     _kernels.layer_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias, M, K)
     return dx, dweight, dbias
 
@@ -183,10 +186,11 @@ def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False)
     dtype = x.dtype
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)
     eps = check_eps(eps)
-    weight = as_param(weight, "weight", norm_shape, dtype)
+    sdtype = stat_dtype(dtype)
+    weight = as_param(weight, "weight", norm_shape, sdtype)
     xc = contiguous(x)
     y = make_out(out, x.shape, dtype, (xc, weight))
-    rstd = _stat(batch_shape, dtype, K) if return_stats else None
+    rstd = _stat(batch_shape, sdtype, K) if return_stats else None
     if M * K:
         _kernels.rms_norm_fwd(xc, weight, y, rstd, M, K, eps)
     y = finish_out(y, out)
@@ -212,9 +216,10 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     dtype = x.dtype
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)
     dy = as_like(dy, "dy", x.shape, dtype)
-    rstd = as_like(rstd, "rstd", batch_shape, dtype)
-    weight = as_param(weight, "weight", norm_shape, dtype)
+    sdtype = stat_dtype(dtype)
+    rstd = as_like(rstd, "rstd", batch_shape, sdtype)
+    weight = as_param(weight, "weight", norm_shape, sdtype)
     dx = np.empty(x.shape, dtype)
-    dweight = None if weight is None else np.empty(norm_shape, dtype)
+    dweight = None if weight is None else np.empty(norm_shape, sdtype)
     _kernels.rms_norm_bwd(dy, contiguous(x), rstd, weight, dx, dweight, M, K)
     return dx, dweight

@@ -21,7 +21,7 @@ except ImportError:  # numpy < 2.0
     from numpy.core.multiarray import normalize_axis_index
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_SUPPORTED = "float32 or float64"
+_SUPPORTED = "float16, bfloat16 (ml_dtypes), float32 or float64"
 
 __all__ = [
     "AxisError",
@@ -29,6 +29,8 @@ __all__ = [
     "as_like",
     "as_param",
     "check_eps",
+    "is_half",
+    "stat_dtype",
     "contiguous",
     "make_out",
     "finish_out",
@@ -39,14 +41,27 @@ __all__ = [
 prod = math.prod
 
 
+def is_half(dt):
+    """True for the 16-bit types computed in float32: float16 and ml_dtypes' bfloat16."""
+    return dt.itemsize == 2 and (dt.kind == "f" or dt.name == "bfloat16")
+
+
+def stat_dtype(dt):
+    """The dtype of the parameters, statistics and their gradients for input dtype `dt`:
+    float32 for the half types, `dt` itself otherwise."""
+    return np.dtype(np.float32) if dt.itemsize == 2 else dt
+
+
 def as_input(x, name="x"):
     """`x` as an ndarray of a supported float dtype (not yet made contiguous)."""
     x = np.asarray(x)
     dt = x.dtype
     if dt in FLOAT_DTYPES:
         return x
-    if dt.kind == "f" and dt.itemsize in (4, 8) and not dt.isnative:
-        return x.astype(dt.newbyteorder("="))
+    if dt.kind == "f" and dt.itemsize in (2, 4, 8):
+        return x if dt.isnative else x.astype(dt.newbyteorder("="))
+    if dt.name == "bfloat16" and dt.itemsize == 2 and dt.type.__module__.startswith("ml_dtypes"):
+        return x
     raise TypeError(f"{name} must be {_SUPPORTED}, got dtype {dt}")
 
 
@@ -60,7 +75,7 @@ def contiguous(a):
 
 def _as_float(a, name, dtype):
     a = np.asarray(a)
-    if a.dtype.kind not in "fiu":
+    if a.dtype.kind not in "fiu" and not is_half(a.dtype):
         raise TypeError(f"{name} must be a real floating (or integer) array, got dtype {a.dtype}")
     return a
 

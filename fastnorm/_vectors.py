@@ -11,7 +11,9 @@ from ._validate import (
     finish_out,
     make_out,
     normalize_axis,
+    is_half,
     prod,
+    stat_dtype,
 )
 
 __all__ = [
@@ -72,7 +74,7 @@ def l2_normalize(x, *, axis=-1, eps=1e-12, out=None, return_stats=False):
     eps = check_eps(eps)
     xc = contiguous(x)
     y = make_out(out, x.shape, dtype, (xc,))
-    norm = np.empty(norm_shape, dtype) if return_stats else None
+    norm = np.empty(norm_shape, stat_dtype(dtype)) if return_stats else None
     if x.size:
         _kernels.l2_normalize_fwd(xc, y, norm, *view, eps)
     elif norm is not None:
@@ -101,7 +103,7 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
     axis, view, norm_shape = _l2_layout(y, axis)
     eps = check_eps(eps)
     dy = as_like(dy, "dy", y.shape, dtype)
-    norm = as_like(norm, "norm", norm_shape, dtype)
+    norm = as_like(norm, "norm", norm_shape, stat_dtype(dtype))
     dx = np.empty(y.shape, dtype)
     if y.size:
         _kernels.l2_normalize_bwd(dy, contiguous(y), norm, dx, *view, eps)
@@ -117,12 +119,12 @@ def _wn_layout(v, g, axis):
     C = s[axis]
     keep = tuple(C if i == axis else 1 for i in range(v.ndim))
     g = np.asarray(g)
-    if g.dtype.kind not in "fiu":
+    if g.dtype.kind not in "fiu" and not is_half(g.dtype):
         raise TypeError(f"g must be a real floating (or integer) array, got dtype {g.dtype}")
     if g.shape not in ((C,), keep):
         raise ValueError(f"g must have shape {(C,)} or {keep}, got {g.shape}")
     g_shape = g.shape
-    g = contiguous(g.reshape(C).astype(v.dtype, copy=False))  # aligned too
+    g = contiguous(g.reshape(C).astype(stat_dtype(v.dtype), copy=False))  # aligned too
     return (prod(s[:axis]), C, prod(s[axis + 1:])), g, g_shape
 
 
@@ -158,7 +160,7 @@ def weight_norm(v, g, *, axis=0, return_stats=False):
     v = as_input(v, "v")
     (A, C, B), g, _ = _wn_layout(v, g, axis)
     w = np.empty(v.shape, v.dtype)
-    norm = np.empty(C, v.dtype) if return_stats else None
+    norm = np.empty(C, stat_dtype(v.dtype)) if return_stats else None
     if v.size:
         _kernels.weight_norm_fwd(contiguous(v), g, w, norm, A, C, B)
     elif norm is not None:
@@ -187,18 +189,22 @@ def weight_norm_backward(dw, v, g, norm, *, axis=0):
     dtype = v.dtype
     (A, C, B), g, g_shape = _wn_layout(v, g, axis)
     dw = as_like(dw, "dw", v.shape, dtype)
-    norm = as_like(norm, "norm", (C,), dtype)
+    norm = as_like(norm, "norm", (C,), stat_dtype(dtype))
     dv = np.empty(v.shape, dtype)
-    dg = np.zeros(C, dtype)
+    dg = np.zeros(C, stat_dtype(dtype))
     if v.size:
         _kernels.weight_norm_bwd(dw, contiguous(v), g, norm, dv, dg, A, C, B)
     return dv, dg.reshape(g_shape)
 
 
 def _matrix(a, name, dtype=None):
+    """A 2-d operand of cosine_norm, cast to `dtype` if given; half types are computed in
+    float32 (the matrix product needs BLAS)."""
     a = as_input(a, name)
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-d, got shape {a.shape}")
+    if dtype is None and is_half(a.dtype):
+        dtype = np.dtype(np.float32)
     if dtype is not None and a.dtype != dtype:
         a = a.astype(dtype)
     return a
@@ -246,6 +252,7 @@ def cosine_norm(x, w, *, eps=1e-12, return_stats=False):
     array([[1.        ],
            [0.70710678]])
     """
+    out_dtype = as_input(x).dtype
     x = _matrix(x, "x")
     w = _matrix(w, "w", x.dtype)
     if x.shape[1] != w.shape[1]:
@@ -256,6 +263,8 @@ def cosine_norm(x, w, *, eps=1e-12, return_stats=False):
     wh, w_norm = _unit_rows(w, eps)
     y = np.matmul(xh, wh.T)
     np.clip(y, -1.0, 1.0, out=y)
+    if y.dtype != out_dtype:  # half input: computed in float32, returned in its dtype
+        y = y.astype(out_dtype)
     return (y, x_norm, w_norm) if return_stats else y
 
 
@@ -269,6 +278,7 @@ def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
     -------
     dx : ndarray (N, D), dw : ndarray (M, D), in x's dtype
     """
+    out_dtype = as_input(x).dtype
     x = _matrix(x, "x")
     dtype = x.dtype
     w = _matrix(w, "w", dtype)
@@ -294,4 +304,6 @@ def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
         _kernels.l2_normalize_bwd(dxh, xh, x_norm, dx, N, 1, 1, D, eps)
     if dw.size:
         _kernels.l2_normalize_bwd(dwh, wh, w_norm, dw, M, 1, 1, D, eps)
+    if dtype != out_dtype:  # half input: computed in float32, returned in its dtype
+        dx, dw = dx.astype(out_dtype), dw.astype(out_dtype)
     return dx, dw

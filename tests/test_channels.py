@@ -1219,7 +1219,6 @@ BAD_DTYPES = [
     np.complex64,
     np.complex128,
     object,
-    np.float16,
 ]
 if np.dtype(np.longdouble).itemsize > 8:
     BAD_DTYPES.append(np.longdouble)

@@ -859,7 +859,6 @@ BAD_DTYPES = [
     np.complex64,
     np.complex128,
     object,
-    np.float16,
     np.longdouble,
 ]
 
