@@ -122,7 +122,7 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
 
     Parameters
     ----------
-    x : array_like, float32 or float64, at least 2-d
+    x : array_like, float16, bfloat16, float32 or float64, at least 2-d
         Input; any strides.
     weight, bias : array_like of shape (C,), optional
         The per-channel re-scale :math:`\gamma` and re-shift :math:`\beta`.
@@ -138,8 +138,9 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     out : ndarray, optional
         Receives y (x's shape and dtype, writeable); ``out=x`` works in place.
     return_stats : bool, default False
-        Also return ``mean`` and ``rstd = 1/sqrt(var + eps)`` (shape (C,), x's dtype):
-        the batch statistics in training mode, the running ones otherwise.
+        Also return ``mean`` and ``rstd = 1/sqrt(var + eps)`` (shape (C,), x's dtype,
+        float32 for half x): the batch statistics in training mode, the running ones
+        otherwise.
 
     Returns
     -------
@@ -160,7 +161,7 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     array([[-1., -1.],
            [ 1.,  1.]])
     >>> rm, rv
-    (array([0.2, 2. ]), array([1.1, 9.9]))
+    (array([0.2, 2. ]), array([ 1.1, 20.9]))
     """
     x = as_input(x)
     dtype = x.dtype
@@ -286,7 +287,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, axis=1, eps=1e-5, out=N
 
     Parameters
     ----------
-    x : array_like, float32 or float64, shape (N, ..., C, ...)
+    x : array_like, float16, bfloat16, float32 or float64, shape (N, ..., C, ...)
         Axis 0 is the batch; ``axis`` is the channel axis (1: channels-first, -1:
         channels-last).
     num_groups : int

@@ -45,10 +45,11 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float16, bfloat16, float32 or float64
         Input. Any strides; a non-contiguous input is copied once.
     weight, bias : array_like of shape ``x.shape[axis:]``, optional
-        The affine re-scale :math:`\gamma` and re-shift :math:`\beta`, cast to x's dtype.
+        The affine re-scale :math:`\gamma` and re-shift :math:`\beta`, cast to x's dtype (float32
+        for half-precision x).
     axis : int, default -1
         The first normalized axis (ONNX convention): axes ``axis, ..., ndim-1`` are
         normalized together.
@@ -63,13 +64,13 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     -------
     y : ndarray, x's shape and dtype
     mean, rstd : ndarray of shape ``x.shape[:axis]``, only with ``return_stats=True``
-        The row means and ``1 / sqrt(var + eps)``, in x's dtype. A zero-length row gives
-        NaN statistics.
+        The row means and ``1 / sqrt(var + eps)``, in x's dtype (float32 for half x). A
+        zero-length row gives NaN statistics.
 
     Raises
     ------
     TypeError
-        x is not float32/float64, or out has the wrong dtype.
+        x is not float16/bfloat16/float32/float64, or out has the wrong dtype.
     ValueError
         weight/bias/out of the wrong shape, read-only out, or a negative eps.
     numpy.exceptions.AxisError
@@ -117,8 +118,9 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     Parameters
     ----------
     dy : array_like, x's shape
-        Gradient of the loss with respect to y; cast to x's dtype.
-    x : array_like, float32 or float64
+        Gradient of the loss with respect to y; cast to x's dtype (float32
+        for half-precision x).
+    x : array_like, float16, bfloat16, float32 or float64
         The forward input.
     mean, rstd : array_like of shape ``x.shape[:axis]``
         As returned by ``layer_norm(..., return_stats=True)``.
@@ -158,10 +160,11 @@ def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False)
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float16, bfloat16, float32 or float64
         Input. Any strides; a non-contiguous input is copied once.
     weight : array_like of shape ``x.shape[axis:]``, optional
-        The re-scale :math:`\gamma`, cast to x's dtype.
+        The re-scale :math:`\gamma`, cast to x's dtype (float32
+        for half-precision x).
     axis : int, default -1
         The first normalized axis; axes ``axis, ..., ndim-1`` are normalized together.
     eps : float, default 1e-6
@@ -170,7 +173,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False)
     out : ndarray, optional
         Receives y: same shape and dtype as x, writeable. ``out=x`` works in place.
     return_stats : bool, default False
-        Also return ``rstd`` (shape ``x.shape[:axis]``, x's dtype).
+        Also return ``rstd`` (shape ``x.shape[:axis]``, x's dtype; float32 for half x).
 
     Returns
     -------

@@ -47,7 +47,7 @@ def l2_normalize(x, *, axis=-1, eps=1e-12, out=None, return_stats=False):
 
     Parameters
     ----------
-    x : array_like, float32 or float64
+    x : array_like, float16, bfloat16, float32 or float64
     axis : int, default -1
         The axis along which the norm is taken.
     eps : float, default 1e-12
@@ -55,7 +55,8 @@ def l2_normalize(x, *, axis=-1, eps=1e-12, out=None, return_stats=False):
     out : ndarray, optional
         Receives y (x's shape and dtype, writeable); ``out=x`` works in place.
     return_stats : bool, default False
-        Also return ``norm`` (x's shape without ``axis``, x's dtype): the unclamped norm.
+        Also return ``norm`` (x's shape without ``axis``, x's dtype; float32 for half x):
+        the unclamped norm.
 
     Returns
     -------
@@ -111,7 +112,7 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
 
 
 def _wn_layout(v, g, axis):
-    """(A, C, B), g as a contiguous (C,) array of v's dtype, and g's given shape."""
+    """(A, C, B), g as a contiguous (C,) array of the statistics' dtype, and g's given shape."""
     if v.ndim < 1:
         raise ValueError("weight_norm needs v with at least 1 dimension")
     axis = normalize_axis(axis, v.ndim)
@@ -141,11 +142,11 @@ def weight_norm(v, g, *, axis=0, return_stats=False):
 
     Parameters
     ----------
-    v : array_like, float32 or float64, at least 1-d
+    v : array_like, float16, bfloat16, float32 or float64, at least 1-d
     g : array_like of shape (v.shape[axis],) or v.ndim dims with ones except at axis
     axis : int, default 0
     return_stats : bool, default False
-        Also return ``norm`` (shape (v.shape[axis],), v's dtype).
+        Also return ``norm`` (shape (v.shape[axis],), v's dtype; float32 for half v).
 
     Returns
     -------
@@ -183,7 +184,7 @@ def weight_norm_backward(dw, v, g, norm, *, axis=0):
     Returns
     -------
     dv : ndarray, v's shape and dtype
-    dg : ndarray, g's shape, v's dtype
+    dg : ndarray, g's shape, v's dtype (float32 for half v)
     """
     v = as_input(v, "v")
     dtype = v.dtype
@@ -235,7 +236,7 @@ def cosine_norm(x, w, *, eps=1e-12, return_stats=False):
 
     Parameters
     ----------
-    x : array_like (N, D), float32 or float64
+    x : array_like (N, D), float16, bfloat16, float32 or float64
     w : array_like (M, D); cast to x's dtype
     eps : float, default 1e-12
     return_stats : bool, default False
