@@ -40,80 +40,71 @@ typedef int32_t fn_v16i __attribute__((vector_size(64)));
 #include <immintrin.h>
 #endif
 
-/* ---- half-precision storage: exact widening, and rounding to nearest even ----------- */
+/* ---- half-precision storage: exact widening, rounding to nearest even ------------------
+ *
+ * Written without branches (selects only) so that loops over them vectorize. A value
+ * computed in double is rounded to float first, then to the half type: the result of
+ * the same computation in float32 followed by a conversion, as other libraries do. */
 
-/* float16 -> float (exact: every float16 is a float) */
+static inline uint32_t fn_fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float fn_bitsf(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* float16 -> float, exact */
 static inline float fn_f16_to_float(fn_float16 h)
 {
-    const uint32_t b = h.bits, sign = (b & 0x8000u) << 16, e = (b >> 10) & 0x1fu, m = b & 0x3ffu;
-    uint32_t u;
-    float f;
-    if (e == 0) { /* zero or subnormal: m * 2^-24 */
-        f = (float)m * 5.9604644775390625e-8f;
-        memcpy(&u, &f, sizeof u);
-        u |= sign;
-    } else if (e == 31) { /* inf, NaN (payload kept) */
-        u = sign | 0x7f800000u | (m << 13);
-    } else {
-        u = sign | ((e + 112u) << 23) | (m << 13);
-    }
-    memcpy(&f, &u, sizeof f);
-    return f;
+    const uint32_t sign = (uint32_t)(h.bits & 0x8000u) << 16, a = h.bits & 0x7fffu;
+    /* normal: rebias the exponent (15 -> 127); inf/NaN: all-ones exponent; subnormal
+     * (and zero): m * 2^-24, as the float with exponent field 113 minus 2^-14 */
+    const uint32_t normal = (a << 13) + 0x38000000u;
+    const uint32_t special = normal + 0x38000000u;
+    const float sub = fn_bitsf((a << 13) + 0x38800000u) - 6.103515625e-05f;
+    const uint32_t m = a >= 0x7c00u ? special : normal;
+    return fn_bitsf(sign | (a < 0x0400u ? fn_fbits(sub) : m));
 }
 
-/* bfloat16 -> float (exact: the upper half of a float) */
-static inline float fn_bf16_to_float(fn_bfloat16 h)
-{
-    const uint32_t u = (uint32_t)h.bits << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
+/* bfloat16 -> float, exact: the upper half of a float */
+static inline float fn_bf16_to_float(fn_bfloat16 h) { return fn_bitsf((uint32_t)h.bits << 16); }
 
-/* v rounded once (to nearest, ties to even) to the binary format with mb fraction bits,
- * 15 - mb exponent bits and exponent bias `bias`: its bit pattern. Overflow gives inf,
- * NaN a quiet NaN, and results below the normal range are subnormal (gradual underflow). */
-static inline uint16_t fn_round_half(double v, int mb, int bias)
+/* float -> float16, to nearest even; overflow gives inf, NaN a quiet NaN */
+static inline fn_float16 fn_f16_from_float(float f)
 {
-    uint64_t u;
-    memcpy(&u, &v, sizeof u);
-    const uint32_t sign = (uint32_t)(u >> 48) & 0x8000u;
-    const uint32_t inf = ((1u << (15 - mb)) - 1u) << mb;
-    const int ed = (int)((u >> 52) & 0x7ff);
-    const uint64_t frac = u & 0xfffffffffffffull;
-    if (ed == 0x7ff)
-        return (uint16_t)(sign | inf | (frac ? 1u << (mb - 1) : 0u));
-    if (ed == 0) /* zero or a double subnormal: far below the smallest half subnormal */
-        return (uint16_t)sign;
-    const int e = ed - 1023, emin = 1 - bias;
-    if (e + bias >= (int)(inf >> mb))
-        return (uint16_t)(sign | inf);
-    const uint64_t m = frac | (1ull << 52);
-    const int shift = 52 - mb + (e < emin ? emin - e : 0);
-    if (shift > 62) /* below half the smallest subnormal: 0 */
-        return (uint16_t)sign;
-    uint64_t q = m >> shift;
-    const uint64_t rem = m & ((1ull << shift) - 1), half = 1ull << (shift - 1);
-    if (rem > half || (rem == half && (q & 1)))
-        q++;
-    /* subnormal: q units of the smallest subnormal (q = 2^mb is the smallest normal);
-     * normal: a carry out of the fraction moves to the next binade, or to inf */
-    const uint32_t bits =
-        e < emin ? (uint32_t)q : ((uint32_t)(e + bias) << mb) + (uint32_t)(q - (1ull << mb));
-    return (uint16_t)(sign | (bits >= inf ? inf : bits));
-}
-
-static inline fn_float16 fn_f16_from_double(double v)
-{
-    const fn_float16 h = {fn_round_half(v, 10, 15)};
+    const uint32_t u = fn_fbits(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    /* normal: rebias, then round the 13 dropped bits (a carry moves to the exponent) */
+    const uint32_t normal = (a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13;
+    /* subnormal: adding 0.5 leaves the float's rounding (to nearest even) at 2^-24 */
+    const uint32_t sub = fn_fbits(fn_bitsf(a) + 0.5f) - 0x3f000000u;
+    const uint32_t r = a > 0x7f800000u   ? 0x7e00u
+                       : a >= 0x477ff000u ? 0x7c00u /* 65520 and above round to inf */
+                       : a >= 0x38800000u ? normal
+                                          : sub;
+    const fn_float16 h = {(uint16_t)(sign | r)};
     return h;
 }
 
-static inline fn_bfloat16 fn_bf16_from_double(double v)
+/* float -> bfloat16, to nearest even; NaN stays a quiet NaN */
+static inline fn_bfloat16 fn_bf16_from_float(float f)
 {
-    const fn_bfloat16 h = {fn_round_half(v, 7, 127)};
+    const uint32_t u = fn_fbits(f);
+    const uint32_t r = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u
+                                                      : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const fn_bfloat16 h = {(uint16_t)r};
     return h;
 }
+
+static inline fn_float16 fn_f16_from_double(double v) { return fn_f16_from_float((float)v); }
+
+static inline fn_bfloat16 fn_bf16_from_double(double v) { return fn_bf16_from_float((float)v); }
 
 /* Number of accumulators in a reduction. Fixed (not the vector width) so that every SIMD
  * level adds in the same order; 16 doubles fill four AVX2 or two AVX-512 registers. */
