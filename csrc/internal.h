@@ -84,7 +84,7 @@ static inline fn_float16 fn_f16_from_float(float f)
     const uint32_t normal = (a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13;
     /* subnormal: adding 0.5 leaves the float's rounding (to nearest even) at 2^-24 */
     const uint32_t sub = fn_fbits(fn_bitsf(a) + 0.5f) - 0x3f000000u;
-    const uint32_t r = a > 0x7f800000u   ? 0x7e00u
+    const uint32_t r = a > 0x7f800000u   ? 0x7e00u | ((a >> 13) & 0x3ffu) /* as F16C does */
                        : a >= 0x477ff000u ? 0x7c00u /* 65520 and above round to inf */
                        : a >= 0x38800000u ? normal
                                           : sub;
@@ -105,6 +105,9 @@ static inline fn_bfloat16 fn_bf16_from_float(float f)
 static inline fn_float16 fn_f16_from_double(double v) { return fn_f16_from_float((float)v); }
 
 static inline fn_bfloat16 fn_bf16_from_double(double v) { return fn_bf16_from_float((float)v); }
+
+/* p + off, or NULL for an absent (NULL) array */
+#define FN_AT(p, off) ((p) ? (p) + (off) : NULL)
 
 /* Number of accumulators in a reduction. Fixed (not the vector width) so that every SIMD
  * level adds in the same order; 16 doubles fill four AVX2 or two AVX-512 registers. */
