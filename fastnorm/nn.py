@@ -362,14 +362,13 @@ class BatchNorm(_Affine):
 
     def forward(self, x, training=True):
         x = np.asarray(x)
+        # Without running statistics the batch's are used in evaluation too (and nothing
+        # is updated).
         use_batch = bool(training) or self.running_mean is None
         y, mean, rstd = _channels.batch_norm(
-            x, self.weight, self.bias, self.running_mean if training else None,
-            self.running_var if training else None, training=True, momentum=self.momentum,
-            eps=self.eps, axis=self.axis, return_stats=True,
-        ) if use_batch else _channels.batch_norm(
-            x, self.weight, self.bias, self.running_mean, self.running_var, training=False,
-            eps=self.eps, axis=self.axis, return_stats=True,
+            x, self.weight, self.bias, self.running_mean, self.running_var,
+            training=use_batch, momentum=self.momentum, eps=self.eps, axis=self.axis,
+            return_stats=True,
         )
         self._cache = (x, mean, rstd, use_batch)
         return y
