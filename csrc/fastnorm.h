@@ -46,7 +46,9 @@ typedef struct fn_bfloat16 {
  * fork() runs serially (GNU libgomp's thread pool does not survive fork). */
 void fn_runtime_init(void);
 int fn_in_forked_child(void);
-/* 0 = follow the OpenMP runtime (OMP_NUM_THREADS, threadpoolctl); n > 0 = use n. */
+/* 0 = follow the OpenMP runtime (OMP_NUM_THREADS, threadpoolctl); n > 0 = use n, unless
+ * the calling thread's OpenMP setting was lowered below the process default (threadpoolctl's
+ * threadpool_limits), which then caps n. */
 void fn_set_num_threads(int n);
 /* The number of threads a large call would use now. 1 without OpenMP. */
 int fn_get_num_threads(void);

@@ -8,7 +8,15 @@
 #define FN_HAVE_ATFORK 1
 #endif
 
+/* Thread count precedence (documented in fastnorm/_runtime.py):
+ *   - fn_threads_override > 0 (set_num_threads(n)) is fastnorm's own setting; otherwise the
+ *     calling thread's OpenMP setting, omp_get_max_threads(), decides (OMP_NUM_THREADS,
+ *     threadpoolctl, omp_set_num_threads);
+ *   - an OpenMP setting below the process default (what a thread that never called
+ *     omp_set_num_threads sees, probed once at load) is a limit someone imposed, for example
+ *     threadpoolctl.threadpool_limits(1): it caps the override too. */
 static int fn_threads_override = 0;
+static int fn_omp_default = 0;
 static int fn_isa_level = FN_ISA_BASELINE;
 int64_t fn_stream_bytes = FN_STREAM_BYTES;
 
@@ -27,10 +35,40 @@ static pthread_once_t fn_atfork_once = PTHREAD_ONCE_INIT;
 static void fn_atfork_register(void) { pthread_atfork(NULL, NULL, fn_atfork_child); }
 #endif
 
+#ifdef _OPENMP
+/* omp_get_max_threads() in a fresh thread: the process-wide default (OMP_NUM_THREADS or the
+ * number of processors), whatever the importing thread's own setting is at the time (an
+ * import inside a threadpool_limits block must not make that limit the default). */
+#ifdef FN_HAVE_ATFORK
+static void *fn_probe_omp_default(void *arg)
+{
+    *(int *)arg = omp_get_max_threads();
+    return NULL;
+}
+#endif
+
+static int fn_probe_default(void)
+{
+    int n = 0;
+#ifdef FN_HAVE_ATFORK
+    pthread_t t;
+    if (pthread_create(&t, NULL, fn_probe_omp_default, &n) == 0)
+        pthread_join(t, NULL);
+    else
+        n = 0;
+#endif
+    return n > 0 ? n : omp_get_max_threads();
+}
+#endif
+
 void fn_runtime_init(void)
 {
 #ifdef FN_HAVE_ATFORK
     pthread_once(&fn_atfork_once, fn_atfork_register);
+#endif
+#ifdef _OPENMP
+    if (fn_omp_default == 0)
+        fn_omp_default = fn_probe_default();
 #endif
 }
 
@@ -43,9 +81,11 @@ int fn_get_num_threads(void)
 #ifdef _OPENMP
     if (fn_forked)
         return 1;
-    if (fn_threads_override > 0)
-        return fn_threads_override;
-    return omp_get_max_threads();
+    const int omp = omp_get_max_threads();
+    const int n = fn_threads_override;
+    if (n <= 0)
+        return omp;
+    return omp < fn_omp_default && omp < n ? omp : n;
 #else
     return 1;
 #endif

@@ -22,7 +22,29 @@ def set_num_threads(n):
         ``0`` returns to the default: the OpenMP runtime's setting, which follows
         ``OMP_NUM_THREADS`` and ``threadpoolctl``.
 
+    Notes
+    -----
+    The thread count of a call is decided in this order:
+
+    1. In a child created by ``os.fork()``: 1.
+    2. With ``n >= 1`` set here: ``n``, except that a lower OpenMP setting of the calling
+       thread than the process default caps it, so that
+       ``threadpoolctl.threadpool_limits(k)`` limits fastnorm to ``min(n, k)`` threads.
+    3. Otherwise (``n = 0``, the default): OpenMP's setting for the calling thread,
+       ``omp_get_max_threads()``: ``OMP_NUM_THREADS`` if set, else the number of processors,
+       changed by ``threadpoolctl.threadpool_limits`` or ``omp_set_num_threads``.
+
+    The setting made here is process-wide; OpenMP's (and so threadpoolctl's) belongs to the
+    thread that made it. :func:`get_num_threads` reports the result of these rules.
     Results do not depend on the thread count: they are bitwise identical for any n.
+
+    Examples
+    --------
+    >>> import fastnorm
+    >>> fastnorm.set_num_threads(1)
+    >>> fastnorm.get_num_threads()
+    1
+    >>> fastnorm.set_num_threads(0)
     """
     try:
         n = operator.index(n)
@@ -34,7 +56,11 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """The number of threads a large call uses now (1 in a build without OpenMP)."""
+    """The number of threads a large call from this thread uses now.
+
+    1 in a build without OpenMP and in a forked child; see :func:`set_num_threads` for how
+    ``OMP_NUM_THREADS``, ``threadpoolctl`` and :func:`set_num_threads` combine.
+    """
     return _kernels.get_num_threads()
 
 

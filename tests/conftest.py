@@ -173,3 +173,8 @@ def broadcast_rows(row, shape):
     view = np.broadcast_to(row, shape)
     assert view.strides[0] == 0
     return view, np.ascontiguousarray(view)
+
+
+def pytest_report_header(config):
+    """Which fastnorm the run tests (the source tree or an installed wheel)."""
+    return f"fastnorm {fastnorm.__version__}: {fastnorm.__file__}"

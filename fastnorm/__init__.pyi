@@ -1,0 +1,322 @@
+"""Type stubs for fastnorm's public API (see the docstrings of the runtime functions)."""
+
+from typing import Any, Literal, TextIO, overload
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+# Results have the input's dtype: float32 or float64.
+_Array = NDArray[np.floating[Any]]
+
+__version__: str
+
+__all__ = [
+    "__version__",
+    "layer_norm",
+    "batch_norm",
+    "batch_norm_backward",
+    "group_norm",
+    "group_norm_backward",
+    "instance_norm",
+    "instance_norm_backward",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_backward",
+    "l2_normalize",
+    "l2_normalize_backward",
+    "weight_norm",
+    "weight_norm_backward",
+    "cosine_norm",
+    "cosine_norm_backward",
+    "set_num_threads",
+    "get_num_threads",
+    "show_config",
+]
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def show_config(file: TextIO | None = None) -> None: ...
+@overload
+def layer_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> _Array: ...
+@overload
+def layer_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array, _Array]: ...
+@overload
+def layer_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> _Array | tuple[_Array, _Array, _Array]: ...
+@overload
+def rms_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-06,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> _Array: ...
+@overload
+def rms_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-06,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array]: ...
+@overload
+def rms_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-06,
+    out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> _Array | tuple[_Array, _Array]: ...
+@overload
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: NDArray[Any] | None = None,
+    running_var: NDArray[Any] | None = None,
+    *,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-05,
+    axis: int = 1,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> _Array: ...
+@overload
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: NDArray[Any] | None = None,
+    running_var: NDArray[Any] | None = None,
+    *,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-05,
+    axis: int = 1,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array, _Array]: ...
+@overload
+def batch_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: NDArray[Any] | None = None,
+    running_var: NDArray[Any] | None = None,
+    *,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-05,
+    axis: int = 1,
+    out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> _Array | tuple[_Array, _Array, _Array]: ...
+@overload
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> _Array: ...
+@overload
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array, _Array]: ...
+@overload
+def group_norm(
+    x: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> _Array | tuple[_Array, _Array, _Array]: ...
+@overload
+def instance_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> _Array: ...
+@overload
+def instance_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array, _Array]: ...
+@overload
+def instance_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    eps: float = 1e-05,
+    out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> _Array | tuple[_Array, _Array, _Array]: ...
+@overload
+def l2_normalize(
+    x: ArrayLike,
+    *,
+    axis: int = -1,
+    eps: float = 1e-12,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> _Array: ...
+@overload
+def l2_normalize(
+    x: ArrayLike,
+    *,
+    axis: int = -1,
+    eps: float = 1e-12,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array]: ...
+@overload
+def l2_normalize(
+    x: ArrayLike,
+    *,
+    axis: int = -1,
+    eps: float = 1e-12,
+    out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> _Array | tuple[_Array, _Array]: ...
+@overload
+def weight_norm(
+    v: ArrayLike, g: ArrayLike, *, axis: int = 0, return_stats: Literal[False] = False
+) -> _Array: ...
+@overload
+def weight_norm(
+    v: ArrayLike, g: ArrayLike, *, axis: int = 0, return_stats: Literal[True]
+) -> tuple[_Array, _Array]: ...
+@overload
+def weight_norm(
+    v: ArrayLike, g: ArrayLike, *, axis: int = 0, return_stats: bool = False
+) -> _Array | tuple[_Array, _Array]: ...
+@overload
+def cosine_norm(
+    x: ArrayLike, w: ArrayLike, *, eps: float = 1e-12, return_stats: Literal[False] = False
+) -> _Array: ...
+@overload
+def cosine_norm(
+    x: ArrayLike, w: ArrayLike, *, eps: float = 1e-12, return_stats: Literal[True]
+) -> tuple[_Array, _Array, _Array]: ...
+@overload
+def cosine_norm(
+    x: ArrayLike, w: ArrayLike, *, eps: float = 1e-12, return_stats: bool = False
+) -> _Array | tuple[_Array, _Array, _Array]: ...
+def layer_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+) -> tuple[_Array, _Array | None, _Array | None]: ...
+def rms_norm_backward(
+    dy: ArrayLike, x: ArrayLike, rstd: ArrayLike, weight: ArrayLike | None = None, *, axis: int = -1
+) -> tuple[_Array, _Array | None]: ...
+def batch_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    training: bool = True,
+) -> tuple[_Array, _Array | None, _Array | None]: ...
+def group_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+) -> tuple[_Array, _Array | None, _Array | None]: ...
+def instance_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+) -> tuple[_Array, _Array | None, _Array | None]: ...
+def l2_normalize_backward(
+    dy: ArrayLike, y: ArrayLike, norm: ArrayLike, *, axis: int = -1, eps: float = 1e-12
+) -> _Array: ...
+def weight_norm_backward(
+    dw: ArrayLike, v: ArrayLike, g: ArrayLike, norm: ArrayLike, *, axis: int = 0
+) -> tuple[_Array, _Array]: ...
+def cosine_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
+    x_norm: ArrayLike,
+    w_norm: ArrayLike,
+    *,
+    eps: float = 1e-12,
+) -> tuple[_Array, _Array]: ...

@@ -1,0 +1,122 @@
+"""Type stubs for the compiled bindings (fastnorm/_kernels.pyx).
+
+Arrays are validated by the callers: C-contiguous, of one float dtype; optional outputs
+and parameters may be None.
+"""
+
+from typing import Any
+
+from numpy.typing import NDArray
+
+_A = NDArray[Any]
+
+ISA_LEVELS: tuple[str, ...]
+
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def in_forked_child() -> bool: ...
+def openmp_enabled() -> bool: ...
+def build_info() -> str: ...
+def set_stream_bytes(nbytes: int) -> None: ...
+def get_stream_bytes() -> int: ...
+def isa_supported() -> str: ...
+def isa_active() -> str: ...
+def isa_select(name: str) -> None: ...
+def layer_norm_fwd(
+    x: _A,
+    weight: _A | None,
+    bias: _A | None,
+    y: _A,
+    mean: _A | None,
+    rstd: _A | None,
+    M: int,
+    K: int,
+    eps: float,
+) -> None: ...
+def layer_norm_bwd(
+    dy: _A,
+    x: _A,
+    mean: _A,
+    rstd: _A,
+    weight: _A | None,
+    dx: _A,
+    dweight: _A | None,
+    dbias: _A | None,
+    M: int,
+    K: int,
+) -> None: ...
+def rms_norm_fwd(
+    x: _A, weight: _A | None, y: _A, rstd: _A | None, M: int, K: int, eps: float
+) -> None: ...
+def rms_norm_bwd(
+    dy: _A, x: _A, rstd: _A, weight: _A | None, dx: _A, dweight: _A | None, M: int, K: int
+) -> None: ...
+def batch_norm_fwd(
+    x: _A,
+    weight: _A | None,
+    bias: _A | None,
+    y: _A,
+    mean: _A | None,
+    rstd: _A | None,
+    running_mean: _A | None,
+    running_var: _A | None,
+    A: int,
+    C: int,
+    B: int,
+    eps: float,
+    momentum: float,
+    training: bool,
+) -> None: ...
+def batch_norm_bwd(
+    dy: _A,
+    x: _A,
+    mean: _A,
+    rstd: _A,
+    weight: _A | None,
+    dx: _A,
+    dweight: _A | None,
+    dbias: _A | None,
+    A: int,
+    C: int,
+    B: int,
+    training: bool,
+) -> None: ...
+def group_norm_fwd(
+    x: _A,
+    weight: _A | None,
+    bias: _A | None,
+    y: _A,
+    mean: _A | None,
+    rstd: _A | None,
+    N: int,
+    A: int,
+    C: int,
+    B: int,
+    G: int,
+    eps: float,
+) -> None: ...
+def group_norm_bwd(
+    dy: _A,
+    x: _A,
+    mean: _A,
+    rstd: _A,
+    weight: _A | None,
+    dx: _A,
+    dweight: _A | None,
+    dbias: _A | None,
+    N: int,
+    A: int,
+    C: int,
+    B: int,
+    G: int,
+) -> None: ...
+def l2_normalize_fwd(
+    x: _A, y: _A, norm: _A | None, N: int, A: int, C: int, B: int, eps: float
+) -> None: ...
+def l2_normalize_bwd(
+    dy: _A, y: _A, norm: _A, dx: _A, N: int, A: int, C: int, B: int, eps: float
+) -> None: ...
+def weight_norm_fwd(v: _A, g: _A, w: _A, norm: _A | None, A: int, C: int, B: int) -> None: ...
+def weight_norm_bwd(
+    dw: _A, v: _A, g: _A, norm: _A, dv: _A, dg: _A, A: int, C: int, B: int
+) -> None: ...
