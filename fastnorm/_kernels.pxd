@@ -100,3 +100,23 @@ cdef extern from "fastnorm.h" nogil:
     int fn_weight_norm_bwd_f64(const double *dw, const double *v, const double *g,
                                const double *norm, double *dv, double *dg, int64_t A,
                                int64_t C, int64_t B)
+
+    int fn_batch_moments_f32(const float *x, double *mean, double *m2, int64_t A, int64_t C,
+                             int64_t B)
+    int fn_batch_moments_f64(const double *x, double *mean, double *m2, int64_t A,
+                             int64_t C, int64_t B)
+    int fn_batch_norm_bwd_sums_f32(const float *dy, const float *x, const float *mean,
+                                   const float *rstd, double *sum_dy, double *sum_dy_xhat,
+                                   int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_sums_f64(const double *dy, const double *x, const double *mean,
+                                   const double *rstd, double *sum_dy, double *sum_dy_xhat,
+                                   int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_apply_f32(const float *dy, const float *x, const float *mean,
+                                    const float *rstd, const float *weight,
+                                    const double *sum_dy, const double *sum_dy_xhat,
+                                    double count, float *dx, int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_apply_f64(const double *dy, const double *x, const double *mean,
+                                    const double *rstd, const double *weight,
+                                    const double *sum_dy, const double *sum_dy_xhat,
+                                    double count, double *dx, int64_t A, int64_t C,
+                                    int64_t B)
