@@ -43,11 +43,11 @@ __all__ = ["sync_batch_norm", "sync_batch_norm_backward"]
 
 
 def _check_comm(comm):
-    for name in ("allgather", "allreduce"):
-        if not callable(getattr(comm, name, None)):
-            raise TypeError(f"comm must have an {name}() method (an mpi4py communicator or "
-                            f"an object with the same lower-case collectives), got "
-                            f"{type(comm).__name__}")
+    missing = [m for m in ("allgather", "allreduce") if not callable(getattr(comm, m, None))]
+    if missing:
+        raise TypeError(f"comm must have allgather() and allreduce() methods (an mpi4py "
+                        f"communicator, or an object with the same lower-case collectives); "
+                        f"{type(comm).__name__} has no {' or '.join(missing)}")
     return comm
 
 
