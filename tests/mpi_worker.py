@@ -4,8 +4,8 @@ backward against fastnorm.batch_norm / batch_norm_backward on the whole batch an
 the float64 reference.
 
 Usage: python mpi_worker.py SIZES [SIZES ...], each SIZES a comma-separated list of the
-ranks' batch sizes (one list per case family). Prints "ok RANK CASES" on success; on a
-failure prints the error and aborts every rank.
+ranks' batch sizes (one list per case family). On success rank 0 prints "ok" and the
+number of cases each rank checked; on a failure the rank prints the error and aborts all.
 """
 
 import sys
@@ -104,7 +104,9 @@ def main(argv):
         sys.stdout.write(f"rank {comm.rank} failed:\n{traceback.format_exc()}")
         sys.stdout.flush()
         comm.Abort(1)
-    print(f"ok {comm.rank} {cases}", flush=True)
+    counts = comm.gather(cases)
+    if comm.rank == 0:
+        print("ok", *counts, flush=True)
 
 
 if __name__ == "__main__":
