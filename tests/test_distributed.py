@@ -375,3 +375,11 @@ def test_mpirun(nranks, sizes):
     assert res.returncode == 0, out
     oks = [line.split() for line in res.stdout.splitlines() if line.startswith("ok ")]
     assert oks == [["ok", *[str(16 * len(sizes))] * nranks]], out
+
+
+@needs_mpi
+def test_example_trains_like_one_process():
+    example = HERE.parent / "examples" / "train_sync_bn.py"
+    res = mpirun(2, [str(example)])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "match", res.stdout
