@@ -50,6 +50,27 @@ def timed(comm, func, reps, stat):
     return 1e6 * float(stat(worst))
 
 
+def measure(comm, shape, rng, reps, stat):
+    """The columns of one row: times of the local and synchronized calls and of the
+    collectives alone, for a float32 share of `shape` on every rank."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    C = shape[1]
+    w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
+    rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
+    _, mean, rstd = fn.batch_norm(x, w, b, rm, rv, return_stats=True)
+    moments, sums = np.zeros((3, C)), np.zeros(2 * C + 1)
+    calls = {
+        "bn fwd": lambda: fn.batch_norm(x, w, b, rm, rv),
+        "sync fwd": lambda: sync_batch_norm(x, w, b, rm, rv, comm=comm),
+        "gather": lambda: comm.allgather(moments),
+        "bn bwd": lambda: fn.batch_norm_backward(dy, x, mean, rstd, w),
+        "sync bwd": lambda: sync_batch_norm_backward(dy, x, mean, rstd, w, comm=comm),
+        "reduce": lambda: comm.allreduce(sums),
+    }
+    return {name: timed(comm, call, reps, stat) for name, call in calls.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=30)
@@ -62,34 +83,23 @@ def main():
     rng = np.random.default_rng(comm.rank)
     if comm.rank == 0:
         lib = MPI.Get_library_version().split(",")[0].strip()
-        print(f"{comm.size} ranks x {args.threads} thread(s), {lib}; float32, "
-              f"{args.stat} microseconds per call")
-        print(f"{'per-rank shape':>18} {'bn fwd':>9} {'sync fwd':>9} {'gather':>8} "
-              f"{'bn bwd':>9} {'sync bwd':>9} {'reduce':>8} {'overhead':>9}")
+        print(
+            f"{comm.size} ranks x {args.threads} thread(s), {lib}; float32, "
+            f"{args.stat} microseconds per call"
+        )
+        print(
+            f"{'per-rank shape':>18} {'bn fwd':>9} {'sync fwd':>9} {'gather':>8} "
+            f"{'bn bwd':>9} {'sync bwd':>9} {'reduce':>8} {'overhead':>9}"
+        )
     for shape in SHAPES:
-        x = rng.standard_normal(shape).astype(np.float32)
-        dy = rng.standard_normal(shape).astype(np.float32)
-        C = shape[1]
-        w, b = np.ones(C, np.float32), np.zeros(C, np.float32)
-        rm, rv = np.zeros(C, np.float32), np.ones(C, np.float32)
-        _, mean, rstd = fn.batch_norm(x, w, b, rm, rv, return_stats=True)
-        moments, sums = np.zeros((3, C)), np.zeros(2 * C + 1)
-        t = {
-            "bn fwd": timed(comm, lambda: fn.batch_norm(x, w, b, rm, rv), args.reps, stat),
-            "sync fwd": timed(comm, lambda: sync_batch_norm(x, w, b, rm, rv, comm=comm),
-                              args.reps, stat),
-            "gather": timed(comm, lambda: comm.allgather(moments), args.reps, stat),
-            "bn bwd": timed(comm, lambda: fn.batch_norm_backward(dy, x, mean, rstd, w),
-                            args.reps, stat),
-            "sync bwd": timed(comm, lambda: sync_batch_norm_backward(dy, x, mean, rstd, w,
-                                                                     comm=comm), args.reps, stat),
-            "reduce": timed(comm, lambda: comm.allreduce(sums), args.reps, stat),
-        }
+        t = measure(comm, shape, rng, args.reps, stat)
         over = (t["sync fwd"] + t["sync bwd"]) / (t["bn fwd"] + t["bn bwd"]) - 1.0
         if comm.rank == 0:
-            print(f"{'x'.join(map(str, shape)):>18} {t['bn fwd']:9.1f} {t['sync fwd']:9.1f} "
-                  f"{t['gather']:8.1f} {t['bn bwd']:9.1f} {t['sync bwd']:9.1f} "
-                  f"{t['reduce']:8.1f} {100 * over:8.0f}%")
+            print(
+                f"{'x'.join(map(str, shape)):>18} {t['bn fwd']:9.1f} {t['sync fwd']:9.1f} "
+                f"{t['gather']:8.1f} {t['bn bwd']:9.1f} {t['sync bwd']:9.1f} "
+                f"{t['reduce']:8.1f} {100 * over:8.0f}%"
+            )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def step(p, running, x, labels, n_global, comm):
     Returns the global mean loss."""
     # forward
     h = x @ p["w1"] + p["b1"]
-    z, mean, rstd = sync_batch_norm(h, p["gamma"], p["beta"], *running, comm=comm,
-                                    return_stats=True)
+    z, mean, rstd = sync_batch_norm(
+        h, p["gamma"], p["beta"], *running, comm=comm, return_stats=True
+    )
     a = np.maximum(z, 0.0)
     logits = a @ p["w2"] + p["b2"]
     logits -= logits.max(axis=1, keepdims=True)
@@ -76,8 +77,7 @@ def step(p, running, x, labels, n_global, comm):
     dlogits /= n_global
     g = {"w2": a.T @ dlogits, "b2": dlogits.sum(axis=0)}
     dz = (dlogits @ p["w2"].T) * (z > 0)
-    dh, g["gamma"], g["beta"] = sync_batch_norm_backward(dz, h, mean, rstd, p["gamma"],
-                                                         comm=comm)
+    dh, g["gamma"], g["beta"] = sync_batch_norm_backward(dz, h, mean, rstd, p["gamma"], comm=comm)
     g["w1"], g["b1"] = x.T @ dh, dh.sum(axis=0)
     # the data-parallel gradient all-reduce: one message with every gradient and the loss
     names = sorted(g)
@@ -86,7 +86,7 @@ def step(p, running, x, labels, n_global, comm):
     offset = 0
     for k in names:
         size = p[k].size
-        p[k] -= LR * flat[offset:offset + size].reshape(p[k].shape)
+        p[k] -= LR * flat[offset : offset + size].reshape(p[k].shape)
         offset += size
     return flat[-1] / n_global
 
@@ -97,7 +97,7 @@ def train(comm, x_all, y_all):
     losses = []
     for s in range(STEPS):
         lo = (s * BATCH) % len(x_all)
-        xb, yb = x_all[lo:lo + BATCH], y_all[lo:lo + BATCH]
+        xb, yb = x_all[lo : lo + BATCH], y_all[lo : lo + BATCH]
         # this rank's share: contiguous chunks, unequal when BATCH % size != 0
         share = np.array_split(np.arange(len(xb)), comm.size)[comm.rank]
         losses.append(step(p, running, xb[share], yb[share], len(xb), comm))
@@ -124,13 +124,17 @@ def main():
         return 0
     p1, running1, losses1 = train(SingleProcess(), x_all, y_all)
     print(f"{comm.size} ranks, global batch {BATCH}, {STEPS} SGD steps")
-    print(f"loss: {losses[0]:.4f} -> {losses[-1]:.4f}; "
-          f"accuracy {accuracy(p, running, x_all, y_all):.3f}")
+    print(
+        f"loss: {losses[0]:.4f} -> {losses[-1]:.4f}; "
+        f"accuracy {accuracy(p, running, x_all, y_all):.3f}"
+    )
     dp = max(float(np.abs(p[k] - p1[k]).max()) for k in p)
     dr = max(float(np.abs(a - b).max()) for a, b in zip(running, running1, strict=True))
     dl = float(np.abs(losses - losses1).max())
-    print(f"vs one process on the full batches: max |difference| of parameters {dp:.2e}, "
-          f"running statistics {dr:.2e}, losses {dl:.2e}")
+    print(
+        f"vs one process on the full batches: max |difference| of parameters {dp:.2e}, "
+        f"running statistics {dr:.2e}, losses {dl:.2e}"
+    )
     ok = max(dp, dr, dl) < 1e-9
     print("match" if ok else "MISMATCH")
     return 0 if ok else 1

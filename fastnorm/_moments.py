@@ -68,22 +68,26 @@ def _as_moments(m, k):
     try:
         count, mean, m2 = m
     except (TypeError, ValueError):
-        raise TypeError(f"merge_moments: argument {k} must be a (count, mean, m2) triple, "
-                        f"got {type(m).__name__}") from None
+        raise TypeError(
+            f"merge_moments: argument {k} must be a (count, mean, m2) triple, "
+            f"got {type(m).__name__}"
+        ) from None
     out = []
     for name, a in (("count", count), ("mean", mean), ("m2", m2)):
         a = np.asarray(a)
         if a.dtype.kind not in "fiu":
-            raise TypeError(f"merge_moments: {name} of argument {k} must be real, got dtype "
-                            f"{a.dtype}")
+            raise TypeError(
+                f"merge_moments: {name} of argument {k} must be real, got dtype {a.dtype}"
+            )
         out.append(a.astype(np.float64))
     count, mean, m2 = out
     if not (count.shape == mean.shape == m2.shape):
-        raise ValueError(f"merge_moments: count, mean and m2 of argument {k} must have one "
-                         f"shape, got {count.shape}, {mean.shape}, {m2.shape}")
+        raise ValueError(
+            f"merge_moments: count, mean and m2 of argument {k} must have one "
+            f"shape, got {count.shape}, {mean.shape}, {m2.shape}"
+        )
     if not (np.all(count >= 0) and np.all(count == np.floor(count))):
-        raise ValueError(f"merge_moments: the counts of argument {k} must be non-negative "
-                         f"integers")
+        raise ValueError(f"merge_moments: the counts of argument {k} must be non-negative integers")
     return count, mean, m2
 
 
@@ -155,7 +159,8 @@ def merge_moments(*moments):
     shape = parts[0][0].shape
     for k, p in enumerate(parts):
         if p[0].shape != shape:
-            raise ValueError(f"merge_moments: argument {k} has shape {p[0].shape}, argument "
-                             f"0 has {shape}")
+            raise ValueError(
+                f"merge_moments: argument {k} has shape {p[0].shape}, argument 0 has {shape}"
+            )
     n, mu, q = _merge(parts)
     return n.astype(np.int64), mu, q

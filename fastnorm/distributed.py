@@ -45,9 +45,11 @@ __all__ = ["sync_batch_norm", "sync_batch_norm_backward"]
 def _check_comm(comm):
     missing = [m for m in ("allgather", "allreduce") if not callable(getattr(comm, m, None))]
     if missing:
-        raise TypeError(f"comm must have allgather() and allreduce() methods (an mpi4py "
-                        f"communicator, or an object with the same lower-case collectives); "
-                        f"{type(comm).__name__} has no {' or '.join(missing)}")
+        raise TypeError(
+            f"comm must have allgather() and allreduce() methods (an mpi4py "
+            f"communicator, or an object with the same lower-case collectives); "
+            f"{type(comm).__name__} has no {' or '.join(missing)}"
+        )
     return comm
 
 
@@ -67,18 +69,32 @@ def _global_moments(gathered, C):
     try:
         parts = [np.asarray(p, dtype=np.float64) for p in gathered]
     except (TypeError, ValueError):
-        raise ValueError("sync_batch_norm: comm.allgather returned objects that are not "
-                         "float64 arrays") from None
+        raise ValueError(
+            "sync_batch_norm: comm.allgather returned objects that are not float64 arrays"
+        ) from None
     shapes = sorted({p.shape for p in parts})
     if not parts or shapes != [(3, C)]:
-        raise ValueError(f"sync_batch_norm: the ranks disagree on the number of channels "
-                         f"(moments of shapes {shapes} gathered, this rank has C={C})")
+        raise ValueError(
+            f"sync_batch_norm: the ranks disagree on the number of channels "
+            f"(moments of shapes {shapes} gathered, this rank has C={C})"
+        )
     return _merge([tuple(p) for p in parts])
 
 
-def sync_batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *,
-                    training=True, momentum=0.1, eps=1e-5, axis=1, comm,
-                    return_stats=False):
+def sync_batch_norm(
+    x,
+    weight=None,
+    bias=None,
+    running_mean=None,
+    running_var=None,
+    *,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+    axis=1,
+    comm,
+    return_stats=False,
+):
     r"""Batch normalization with the statistics of the global batch spread over the ranks
     of ``comm``.
 
@@ -141,8 +157,18 @@ def sync_batch_norm(x, weight=None, bias=None, running_mean=None, running_var=No
         y, mean, rstd = sync_batch_norm(x, comm=comm, return_stats=True)
     """
     if not training:
-        return batch_norm(x, weight, bias, running_mean, running_var, training=False,
-                          momentum=momentum, eps=eps, axis=axis, return_stats=return_stats)
+        return batch_norm(
+            x,
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            training=False,
+            momentum=momentum,
+            eps=eps,
+            axis=axis,
+            return_stats=return_stats,
+        )
     x = as_input(x)
     dtype = x.dtype
     A, C, B = _bn_layout(x, axis)
@@ -153,16 +179,19 @@ def sync_batch_norm(x, weight=None, bias=None, running_mean=None, running_var=No
     rm = _running(running_mean, "running_mean", C)
     rv = _running(running_var, "running_var", C)
     if rm is not None and rv is not None and rm.dtype != rv.dtype:
-        raise TypeError(f"running_mean and running_var must have the same dtype, got "
-                        f"{rm.dtype} and {rv.dtype}")
+        raise TypeError(
+            f"running_mean and running_var must have the same dtype, got {rm.dtype} and {rv.dtype}"
+        )
     _check_comm(comm)
 
     gathered = comm.allgather(_local_moments(x, A, C, B))
     count, mean, m2 = _global_moments(gathered, C)
     n = int(count[0]) if C else 0
     if n == 1:
-        raise ValueError(f"sync_batch_norm in training mode needs more than 1 value per "
-                         f"channel in the global batch, got 1 (input shape here {x.shape})")
+        raise ValueError(
+            f"sync_batch_norm in training mode needs more than 1 value per "
+            f"channel in the global batch, got 1 (input shape here {x.shape})"
+        )
     if n == 0:
         # No global batch (x is empty on every rank): NaN statistics, running statistics
         # untouched, as batch_norm on an empty batch.
@@ -170,8 +199,9 @@ def sync_batch_norm(x, weight=None, bias=None, running_mean=None, running_var=No
         nan = np.full(C, np.nan, dtype)
         return (y, nan, nan.copy()) if return_stats else y
     var = m2 / n
-    out = batch_norm(x, weight, bias, mean, var, training=False, eps=eps, axis=axis,
-                     return_stats=return_stats)
+    out = batch_norm(
+        x, weight, bias, mean, var, training=False, eps=eps, axis=axis, return_stats=return_stats
+    )
     # computed in float64 like the kernel's update, then stored in the arrays' dtype
     with np.errstate(over="ignore", invalid="ignore"):
         if rm is not None:
@@ -229,19 +259,22 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm):
     xc = contiguous(x)
     sums = np.zeros(2 * C + 1, np.float64)  # count, sum dy, sum dy * xhat
     sums[0] = A * B
-    s1, s2 = sums[1:C + 1], sums[C + 1:]
+    s1, s2 = sums[1 : C + 1], sums[C + 1 :]
     if x.size:
         _kernels.batch_norm_bwd_sums(dy, xc, mean, rstd, s1, s2, A, C, B)
     total = np.asarray(comm.allreduce(sums), dtype=np.float64)
     if total.shape != sums.shape:
-        raise ValueError(f"sync_batch_norm_backward: the ranks disagree on the number of "
-                         f"channels (sums of shape {total.shape} reduced, this rank has "
-                         f"C={C})")
+        raise ValueError(
+            f"sync_batch_norm_backward: the ranks disagree on the number of "
+            f"channels (sums of shape {total.shape} reduced, this rank has "
+            f"C={C})"
+        )
     dx = np.empty(x.shape, dtype)
     if x.size:
-        g1 = np.ascontiguousarray(total[1:C + 1])
-        g2 = np.ascontiguousarray(total[C + 1:])
-        _kernels.batch_norm_bwd_apply(dy, xc, mean, rstd, weight, g1, g2, float(total[0]),
-                                      dx, A, C, B)
+        g1 = np.ascontiguousarray(total[1 : C + 1])
+        g2 = np.ascontiguousarray(total[C + 1 :])
+        _kernels.batch_norm_bwd_apply(
+            dy, xc, mean, rstd, weight, g1, g2, float(total[0]), dx, A, C, B
+        )
     dweight = None if weight is None else s2.astype(dtype)
     return dx, dweight, s1.astype(dtype)

@@ -535,9 +535,8 @@ def merge_moments(*moments):
     if any(a.shape != shape for p in parts for a in p):
         raise ValueError("merge_moments: every array must have one shape")
     n = sum(p[0] for p in parts)
-    has = [p[0] > 0 for p in parts]
-    mean = sum(np.where(h, p[0] * p[1], 0.0) for p, h in zip(parts, has)) / n
-    m2 = sum(np.where(h, p[2] + p[0] * (p[1] - mean) ** 2, 0.0) for p, h in zip(parts, has))
+    mean = sum(np.where(c > 0, c * mu, 0.0) for c, mu, _ in parts) / n
+    m2 = sum(np.where(c > 0, q + c * (mu - mean) ** 2, 0.0) for c, mu, q in parts)
     return n.astype(np.int64), np.where(n > 0, mean, np.nan), np.where(n > 0, m2, 0.0)
 
 

@@ -29,8 +29,9 @@ def close(actual, expected, dtype, what):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     tol = TOL[np.dtype(dtype)]
     scale = max(1.0, float(np.abs(expected).max())) if expected.size else 1.0
-    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=tol,
-                               atol=tol * scale, err_msg=what)
+    np.testing.assert_allclose(
+        actual.astype(np.float64), expected, rtol=tol, atol=tol * scale, err_msg=what
+    )
 
 
 def same_on_every_rank(comm, a, what):
@@ -50,7 +51,7 @@ def run_case(comm, sizes, sample, axis, dtype, with_affine, seed):
     b = rng.standard_normal(C).astype(dtype) if with_affine else None
     rm0, rv0 = rng.standard_normal(C), 1.0 + rng.random(C)
     lo = sum(sizes[:rank])
-    xl, dyl = xg[lo:lo + sizes[rank]], dyg[lo:lo + sizes[rank]]
+    xl, dyl = xg[lo : lo + sizes[rank]], dyg[lo : lo + sizes[rank]]
 
     rm, rv = rm0.copy(), rv0.copy()
     y, mean, rstd = sync_batch_norm(xl, w, b, rm, rv, axis=ax, comm=comm, return_stats=True)
@@ -97,8 +98,15 @@ def main(argv):
             for sample, axis in LAYOUTS:
                 for dtype in (np.float32, np.float64):
                     for with_affine in (True, False):
-                        run_case(comm, sizes, sample, axis, np.dtype(dtype), with_affine,
-                                 seed=1000 * k + cases)
+                        run_case(
+                            comm,
+                            sizes,
+                            sample,
+                            axis,
+                            np.dtype(dtype),
+                            with_affine,
+                            seed=1000 * k + cases,
+                        )
                         cases += 1
     except BaseException:
         sys.stdout.write(f"rank {comm.rank} failed:\n{traceback.format_exc()}")

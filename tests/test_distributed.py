@@ -95,7 +95,7 @@ class ThreadComm:
 def split(a, sizes):
     """a cut along axis 0 into parts of the given sizes."""
     bounds = np.cumsum([0, *sizes])
-    return [a[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
+    return [a[bounds[i] : bounds[i + 1]] for i in range(len(sizes))]
 
 
 def make_batch(rng, n, sample, axis, dtype, offset=3.0):
@@ -116,10 +116,12 @@ def sync_run(sizes, x, dy, w, b, axis, rm0=None, rv0=None, momentum=0.1):
     def rank_fn(rank, comm):
         rm = None if rm0 is None else rm0.copy()
         rv = None if rv0 is None else rv0.copy()
-        y, mean, rstd = sync_batch_norm(xs[rank], w, b, rm, rv, axis=axis, comm=comm,
-                                        momentum=momentum, return_stats=True)
-        dx, dw, db = sync_batch_norm_backward(dys[rank], xs[rank], mean, rstd, w, axis=axis,
-                                              comm=comm)
+        y, mean, rstd = sync_batch_norm(
+            xs[rank], w, b, rm, rv, axis=axis, comm=comm, momentum=momentum, return_stats=True
+        )
+        dx, dw, db = sync_batch_norm_backward(
+            dys[rank], xs[rank], mean, rstd, w, axis=axis, comm=comm
+        )
         return y, mean, rstd, rm, rv, dx, dw, db
 
     return group.run(rank_fn), group
@@ -275,6 +277,7 @@ def test_channel_count_mismatch_raises_on_every_rank():
 
 def test_bad_comm_and_arguments_raise_before_communicating(rng):
     x = rng.standard_normal((4, 3))
+
     class GatherOnly:
         def allgather(self, obj):
             raise AssertionError("communicated")
@@ -329,8 +332,9 @@ def test_eval_mode_is_local(rng):
 def test_mpi4py_is_not_imported_by_fastnorm():
     code = "import sys, fastnorm.distributed; print('mpi4py' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
     assert res.stdout.strip() == "False"
 
 
@@ -338,8 +342,9 @@ def test_mpi4py_is_not_imported_by_fastnorm():
 
 MPIRUN = shutil.which("mpirun")
 HAVE_MPI4PY = importlib.util.find_spec("mpi4py") is not None
-needs_mpi = pytest.mark.skipif(MPIRUN is None or not HAVE_MPI4PY,
-                               reason="needs mpirun (OpenMPI) and mpi4py")
+needs_mpi = pytest.mark.skipif(
+    MPIRUN is None or not HAVE_MPI4PY, reason="needs mpirun (OpenMPI) and mpi4py"
+)
 
 
 def mpirun(nranks, args, timeout=60):
@@ -360,8 +365,9 @@ def mpirun(nranks, args, timeout=60):
         "--mca", "oob_tcp_if_include", "lo",
         sys.executable, *args,
     ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
 
 
 @needs_mpi

@@ -118,7 +118,7 @@ def test_bad_input():
 def test_merge_equals_moments_of_the_concatenation(rng, dtype, sizes):
     x = (1e3 + rng.standard_normal((sum(sizes), 4, 3))).astype(dtype)
     bounds = np.cumsum([0, *sizes])
-    parts = [fn.batch_moments(x[bounds[i]:bounds[i + 1]]) for i in range(len(sizes))]
+    parts = [fn.batch_moments(x[bounds[i] : bounds[i + 1]]) for i in range(len(sizes))]
     count, mean, m2 = fn.merge_moments(*parts)
     rc, rmean, rm2 = ref.batch_moments(x.astype(np.float64))
     assert_identical(count, rc)
