@@ -92,20 +92,26 @@ def _as_moments(m, k):
 
 
 def _merge(parts):
-    """Chan's pairwise formula, folded left in the order given; float64 arrays. A part
-    with count 0 is skipped whatever its mean and m2 (NaN included)."""
-    n, mu, q = (np.array(a, np.float64) for a in parts[0])
-    mu = np.where(n > 0, mu, 0.0)
-    q = np.where(n > 0, q, 0.0)
+    """Chan's pairwise formula, folded left in the order given; float64 arrays of one
+    shape (never modified). A part with count 0 is skipped whatever its mean and m2
+    (NaN included)."""
+    n, mu, q = parts[0]
+    if not (n > 0).all():
+        mu, q = np.where(n > 0, mu, 0.0), np.where(n > 0, q, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         for nb, mb, qb in parts[1:]:
             tot = n + nb
-            take = nb > 0
             delta = mb - mu
-            mu = np.where(take, mu + delta * (nb / tot), mu)
-            q = np.where(take, q + qb + delta * delta * (n * nb / tot), q)
+            new_mu = mu + delta * (nb / tot)
+            new_q = q + qb + delta * delta * (n * nb / tot)
+            take = nb > 0
+            if take.all():
+                mu, q = new_mu, new_q
+            else:
+                mu, q = np.where(take, new_mu, mu), np.where(take, new_q, q)
             n = tot
-    mu = np.where(n > 0, mu, np.nan)
+    if not (n > 0).all():
+        mu = np.where(n > 0, mu, np.nan)
     return n, mu, q
 
 

@@ -198,7 +198,7 @@ def sync_batch_norm(
         y = np.empty(x.shape, dtype)
         nan = np.full(C, np.nan, dtype)
         return (y, nan, nan.copy()) if return_stats else y
-    var = m2 / n
+    mean, var = np.array(mean), m2 / n  # own arrays: the merge may return received ones
     out = batch_norm(
         x, weight, bias, mean, var, training=False, eps=eps, axis=axis, return_stats=return_stats
     )

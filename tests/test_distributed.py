@@ -65,6 +65,13 @@ class ThreadGroup:
         return results
 
 
+def received(obj):
+    """A read-only copy of an array, as an engine may hand over a message buffer."""
+    a = np.array(obj)
+    a.flags.writeable = False
+    return a
+
+
 class ThreadComm:
     """One rank's view: mpi4py's lower-case allgather / allreduce semantics."""
 
@@ -75,7 +82,7 @@ class ThreadComm:
         g = self.group
         g.slots[self.rank] = obj
         g.barrier.wait()
-        out = list(g.slots)
+        out = [received(o) for o in g.slots]
         g.barrier.wait()
         return out
 
