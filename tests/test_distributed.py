@@ -201,6 +201,23 @@ def test_one_rank_is_batch_norm_bit_for_bit(rng, dtype, sample, axis):
         assert_close(got[4], rv1, rdt)
 
 
+def test_thread_count_does_not_change_bits(rng, threads):
+    """The kernels of the synchronized calls (moments, backward sums, dx) are bitwise
+    identical for any thread count."""
+    for shape, axis in [((64, 48, 30, 30), 1), ((64, 20, 20, 40), -1)]:
+        x, dy, w, b = make_batch(rng, shape[0], shape[1:], axis, np.float32)
+        runs = []
+        for n in (1, 2, 3):
+            with threads(n):
+                runs.append(
+                    sync_run([shape[0] // 3, shape[0] - shape[0] // 3], x, dy, w, b, axis)[0]
+                )
+        for other in runs[1:]:
+            for got, want in zip(other, runs[0], strict=True):
+                for a, e in zip(got, want, strict=True):
+                    assert_identical(a, e)
+
+
 def test_rank_order_changes_only_rounding(rng):
     x, dy, w, b = make_batch(rng, 12, (5, 2), 1, np.float64, offset=1e4)
     parts = split(x, (3, 5, 4))
