@@ -74,7 +74,26 @@ FN_CHANNELS_DISPATCH(double, double, f64)
 FN_CHANNELS_DISPATCH(fn_float16, float, f16)
 FN_CHANNELS_DISPATCH(fn_bfloat16, float, bf16)
 
-#define FN_VECTORS_DISPATCH(T, P, SFX)                                                        \
+#define FN_MOMENTS_DISPATCH(T, P, SFX)                                                     \
+    FN_DISPATCH(fn_batch_moments_##SFX,                                                    \
+                (const T *x, double *mean, double *m2, int64_t A, int64_t C, int64_t B),   \
+                (x, mean, m2, A, C, B))                                                    \
+    FN_DISPATCH(fn_batch_norm_bwd_sums_##SFX,                                              \
+                (const T *dy, const T *x, const P *mean, const P *rstd, double *s1,        \
+                 double *s2, int64_t A, int64_t C, int64_t B),                             \
+                (dy, x, mean, rstd, s1, s2, A, C, B))                                      \
+    FN_DISPATCH(fn_batch_norm_bwd_apply_##SFX,                                             \
+                (const T *dy, const T *x, const P *mean, const P *rstd, const P *w,        \
+                 const double *s1, const double *s2, double count, T *dx, int64_t A,       \
+                 int64_t C, int64_t B),                                                    \
+                (dy, x, mean, rstd, w, s1, s2, count, dx, A, C, B))
+
+FN_MOMENTS_DISPATCH(float, float, f32)
+FN_MOMENTS_DISPATCH(double, double, f64)
+FN_MOMENTS_DISPATCH(fn_float16, float, f16)
+FN_MOMENTS_DISPATCH(fn_bfloat16, float, bf16)
+
+#define FN_VECTORS_DISPATCH(T, P, SFX)                                                       \
     FN_DISPATCH(fn_l2_normalize_fwd_##SFX,                                                 \
                 (const T *x, T *y, P *nrm, int64_t N, int64_t A, int64_t C, int64_t B,     \
                  double eps),                                                              \

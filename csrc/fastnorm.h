@@ -125,6 +125,31 @@ FN_CHANNELS_DECL(double, double, f64)
 FN_CHANNELS_DECL(fn_float16, float, f16)
 FN_CHANNELS_DECL(fn_bfloat16, float, bf16)
 
+/* Batch norm statistics that can be merged across batches (synchronized batch norm):
+ * batch_moments: per channel, mean and m2 (sum of squared deviations) over A x B, as
+ *   doubles (C entries each): the values batch_norm_fwd uses in training mode.
+ * batch_norm_bwd_sums: per channel, sum_dy = sum dy and sum_dy_xhat = sum dy * xhat with
+ *   xhat = (x - mean) * rstd, as doubles.
+ * batch_norm_bwd_apply: dx of the training backward from such sums (of possibly more
+ *   batches than this one) over `count` values per channel:
+ *   dx = rstd * w * (dy - sum_dy / count - xhat * sum_dy_xhat / count).
+ */
+#define FN_MOMENTS_DECL(T, P, SFX)                                                         \
+    int fn_batch_moments_##SFX(const T *x, double *mean, double *m2, int64_t A, int64_t C, \
+                               int64_t B);                                                 \
+    int fn_batch_norm_bwd_sums_##SFX(const T *dy, const T *x, const P *mean,               \
+                                     const P *rstd, double *sum_dy, double *sum_dy_xhat,   \
+                                     int64_t A, int64_t C, int64_t B);                     \
+    int fn_batch_norm_bwd_apply_##SFX(const T *dy, const T *x, const P *mean,              \
+                                      const P *rstd, const P *weight, const double *sum_dy, \
+                                      const double *sum_dy_xhat, double count, T *dx,      \
+                                      int64_t A, int64_t C, int64_t B);
+
+FN_MOMENTS_DECL(float, float, f32)
+FN_MOMENTS_DECL(double, double, f64)
+FN_MOMENTS_DECL(fn_float16, float, f16)
+FN_MOMENTS_DECL(fn_bfloat16, float, bf16)
+
 /* ---- vectors family: l2_normalize and weight norm -----------------------------------
  *
  * Both work on an (N, A, C, B) view with one Euclidean norm per (n, c) over A x B.

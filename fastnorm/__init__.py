@@ -16,6 +16,7 @@ from ._channels import (
     instance_norm,
     instance_norm_backward,
 )
+from ._moments import batch_moments, merge_moments
 from ._rows import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 from ._runtime import _init_simd, get_num_threads, set_num_threads, show_config
 from ._vectors import (
@@ -35,6 +36,8 @@ __all__ = [
     "layer_norm",
     "batch_norm",
     "batch_norm_backward",
+    "batch_moments",
+    "merge_moments",
     "group_norm",
     "group_norm_backward",
     "instance_norm",

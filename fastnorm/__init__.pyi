@@ -5,7 +5,8 @@ from typing import Any, Literal, TextIO, overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-# Results have the input's dtype: float32 or float64.
+# Results have the input's dtype (float16, bfloat16, float32 or float64); statistics and
+# parameter gradients of half-precision inputs are float32.
 _Array = NDArray[np.floating[Any]]
 
 __version__: str
@@ -28,6 +29,8 @@ __all__ = [
     "weight_norm_backward",
     "cosine_norm",
     "cosine_norm_backward",
+    "batch_moments",
+    "merge_moments",
     "set_num_threads",
     "get_num_threads",
     "show_config",
@@ -320,3 +323,10 @@ def cosine_norm_backward(
     *,
     eps: float = 1e-12,
 ) -> tuple[_Array, _Array]: ...
+
+def batch_moments(
+    x: ArrayLike, axis: int = 1
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]: ...
+def merge_moments(
+    *moments: tuple[ArrayLike, ArrayLike, ArrayLike],
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]: ...

@@ -182,3 +182,42 @@ cdef extern from "fastnorm.h" nogil:
     int fn_weight_norm_bwd_bf16(const fn_bfloat16 *dw, const fn_bfloat16 *v, const float *g,
                                 const float *norm, fn_bfloat16 *dv, float *dg, int64_t A,
                                 int64_t C, int64_t B)
+    int fn_batch_moments_f32(const float *x, double *mean, double *m2, int64_t A, int64_t C,
+                             int64_t B)
+    int fn_batch_moments_f64(const double *x, double *mean, double *m2, int64_t A,
+                             int64_t C, int64_t B)
+    int fn_batch_norm_bwd_sums_f32(const float *dy, const float *x, const float *mean,
+                                   const float *rstd, double *sum_dy, double *sum_dy_xhat,
+                                   int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_sums_f64(const double *dy, const double *x, const double *mean,
+                                   const double *rstd, double *sum_dy, double *sum_dy_xhat,
+                                   int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_apply_f32(const float *dy, const float *x, const float *mean,
+                                    const float *rstd, const float *weight,
+                                    const double *sum_dy, const double *sum_dy_xhat,
+                                    double count, float *dx, int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_apply_f64(const double *dy, const double *x, const double *mean,
+                                    const double *rstd, const double *weight,
+                                    const double *sum_dy, const double *sum_dy_xhat,
+                                    double count, double *dx, int64_t A, int64_t C,
+                                    int64_t B)
+    int fn_batch_moments_f16(const fn_float16 *x, double *mean, double *m2, int64_t A,
+                             int64_t C, int64_t B)
+    int fn_batch_moments_bf16(const fn_bfloat16 *x, double *mean, double *m2, int64_t A,
+                              int64_t C, int64_t B)
+    int fn_batch_norm_bwd_sums_f16(const fn_float16 *dy, const fn_float16 *x,
+                                   const float *mean, const float *rstd, double *sum_dy,
+                                   double *sum_dy_xhat, int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_sums_bf16(const fn_bfloat16 *dy, const fn_bfloat16 *x,
+                                    const float *mean, const float *rstd, double *sum_dy,
+                                    double *sum_dy_xhat, int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_apply_f16(const fn_float16 *dy, const fn_float16 *x,
+                                    const float *mean, const float *rstd,
+                                    const float *weight, const double *sum_dy,
+                                    const double *sum_dy_xhat, double count, fn_float16 *dx,
+                                    int64_t A, int64_t C, int64_t B)
+    int fn_batch_norm_bwd_apply_bf16(const fn_bfloat16 *dy, const fn_bfloat16 *x,
+                                     const float *mean, const float *rstd,
+                                     const float *weight, const double *sum_dy,
+                                     const double *sum_dy_xhat, double count,
+                                     fn_bfloat16 *dx, int64_t A, int64_t C, int64_t B)

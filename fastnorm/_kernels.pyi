@@ -120,3 +120,21 @@ def weight_norm_fwd(v: _A, g: _A, w: _A, norm: _A | None, A: int, C: int, B: int
 def weight_norm_bwd(
     dw: _A, v: _A, g: _A, norm: _A, dv: _A, dg: _A, A: int, C: int, B: int
 ) -> None: ...
+def batch_moments(x: _A, mean: _A, m2: _A, A: int, C: int, B: int) -> None: ...
+def batch_norm_bwd_sums(
+    dy: _A, x: _A, mean: _A, rstd: _A, sum_dy: _A, sum_dy_xhat: _A, A: int, C: int, B: int
+) -> None: ...
+def batch_norm_bwd_apply(
+    dy: _A,
+    x: _A,
+    mean: _A,
+    rstd: _A,
+    weight: _A | None,
+    sum_dy: _A,
+    sum_dy_xhat: _A,
+    count: float,
+    dx: _A,
+    A: int,
+    C: int,
+    B: int,
+) -> None: ...

@@ -473,3 +473,95 @@ def weight_norm_bwd(cnp.ndarray dw, cnp.ndarray v, cnp.ndarray g, cnp.ndarray no
                                          <float *>pg, <float *>pn, <fn_bfloat16 *>pdv,
                                          <float *>pdg, A, C, B)
     _check(st)
+
+
+# ---- mergeable batch norm statistics (synchronized batch norm) ---------------------
+
+def batch_moments(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray m2, int64_t A, int64_t C,
+                  int64_t B):
+    """mean, m2: contiguous float64 arrays of C entries."""
+    cdef int st
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef double *pm = <double *>cnp.PyArray_DATA(mean)
+    cdef double *pm2 = <double *>cnp.PyArray_DATA(m2)
+    cdef int kind = _kind(x)
+    if kind == 0:
+        with nogil:
+            st = fn_batch_moments_f32(<float *>px, pm, pm2, A, C, B)
+    elif kind == 1:
+        with nogil:
+            st = fn_batch_moments_f64(<double *>px, pm, pm2, A, C, B)
+    elif kind == 2:
+        with nogil:
+            st = fn_batch_moments_f16(<fn_float16 *>px, pm, pm2, A, C, B)
+    else:
+        with nogil:
+            st = fn_batch_moments_bf16(<fn_bfloat16 *>px, pm, pm2, A, C, B)
+    _check(st)
+
+
+def batch_norm_bwd_sums(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
+                        cnp.ndarray sum_dy, cnp.ndarray sum_dy_xhat, int64_t A, int64_t C,
+                        int64_t B):
+    """sum_dy, sum_dy_xhat: contiguous float64 arrays of C entries."""
+    cdef int st
+    cdef void *pdy = cnp.PyArray_DATA(dy)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pm = cnp.PyArray_DATA(mean)
+    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef double *ps1 = <double *>cnp.PyArray_DATA(sum_dy)
+    cdef double *ps2 = <double *>cnp.PyArray_DATA(sum_dy_xhat)
+    cdef int kind = _kind(x)
+    if kind == 0:
+        with nogil:
+            st = fn_batch_norm_bwd_sums_f32(<float *>pdy, <float *>px, <float *>pm,
+                                            <float *>pr, ps1, ps2, A, C, B)
+    elif kind == 1:
+        with nogil:
+            st = fn_batch_norm_bwd_sums_f64(<double *>pdy, <double *>px, <double *>pm,
+                                            <double *>pr, ps1, ps2, A, C, B)
+    elif kind == 2:
+        with nogil:
+            st = fn_batch_norm_bwd_sums_f16(<fn_float16 *>pdy, <fn_float16 *>px,
+                                            <float *>pm, <float *>pr, ps1, ps2, A, C, B)
+    else:
+        with nogil:
+            st = fn_batch_norm_bwd_sums_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px,
+                                             <float *>pm, <float *>pr, ps1, ps2, A, C, B)
+    _check(st)
+
+
+def batch_norm_bwd_apply(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
+                         object weight, cnp.ndarray sum_dy, cnp.ndarray sum_dy_xhat,
+                         double count, cnp.ndarray dx, int64_t A, int64_t C, int64_t B):
+    cdef int st
+    cdef void *pdy = cnp.PyArray_DATA(dy)
+    cdef void *px = cnp.PyArray_DATA(x)
+    cdef void *pm = cnp.PyArray_DATA(mean)
+    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef void *pw = _p(weight)
+    cdef const double *ps1 = <double *>cnp.PyArray_DATA(sum_dy)
+    cdef const double *ps2 = <double *>cnp.PyArray_DATA(sum_dy_xhat)
+    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef int kind = _kind(x)
+    if kind == 0:
+        with nogil:
+            st = fn_batch_norm_bwd_apply_f32(<float *>pdy, <float *>px, <float *>pm,
+                                             <float *>pr, <float *>pw, ps1, ps2, count,
+                                             <float *>pdx, A, C, B)
+    elif kind == 1:
+        with nogil:
+            st = fn_batch_norm_bwd_apply_f64(<double *>pdy, <double *>px, <double *>pm,
+                                             <double *>pr, <double *>pw, ps1, ps2, count,
+                                             <double *>pdx, A, C, B)
+    elif kind == 2:
+        with nogil:
+            st = fn_batch_norm_bwd_apply_f16(<fn_float16 *>pdy, <fn_float16 *>px,
+                                             <float *>pm, <float *>pr, <float *>pw, ps1,
+                                             ps2, count, <fn_float16 *>pdx, A, C, B)
+    else:
+        with nogil:
+            st = fn_batch_norm_bwd_apply_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px,
+                                              <float *>pm, <float *>pr, <float *>pw, ps1,
+                                              ps2, count, <fn_bfloat16 *>pdx, A, C, B)
+    _check(st)

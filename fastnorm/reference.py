@@ -28,6 +28,7 @@ import operator
 import numpy as np
 
 __all__ = [
+    "batch_moments",
     "batch_norm",
     "batch_norm_backward",
     "cosine_norm",
@@ -40,6 +41,7 @@ __all__ = [
     "l2_normalize_backward",
     "layer_norm",
     "layer_norm_backward",
+    "merge_moments",
     "rms_norm",
     "rms_norm_backward",
     "weight_norm",
@@ -491,6 +493,51 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
     dweight = None if weight is None else (dy * xhat).sum(axis=others)
     dbias = dy.sum(axis=others)
     return dx, dweight, dbias
+
+
+@_quiet
+def batch_moments(x, axis=1):
+    r"""Per-channel count, mean and M2 (sum of squared deviations) over every other axis.
+
+    Returns
+    -------
+    count : ndarray of int64, shape ``(C,)``
+    mean : ndarray, shape ``(C,)``
+        NaN for an empty batch.
+    m2 : ndarray, shape ``(C,)``
+        :math:`\sum (x - \mu_c)^2`; 0 for an empty batch.
+    """
+    x, axis, others = _bn_setup(x, axis)
+    c = x.shape[axis]
+    n = _count(x.shape, others)
+    mean = _mean(x, others)
+    m2 = ((x - mean) ** 2).sum(axis=others) if n else np.zeros(c)
+    return np.full(c, n, dtype=np.int64), mean.reshape(c), m2.reshape(c)
+
+
+@_quiet
+def merge_moments(*moments):
+    r"""The moments of several batches put together, from ``(count, mean, m2)`` triples.
+
+    Computed directly rather than pairwise: with :math:`n = \sum n_i`,
+
+    .. math::
+
+        \mu = \frac{1}{n}\sum n_i \mu_i, \quad
+        M2 = \sum \big(M2_i + n_i (\mu_i - \mu)^2\big),
+
+    over the parts with :math:`n_i > 0`; NaN mean and zero M2 where :math:`n = 0`.
+    """
+    if not moments:
+        raise ValueError("merge_moments needs at least one (count, mean, m2) triple")
+    parts = [tuple(_f64(a) for a in m) for m in moments]
+    shape = parts[0][0].shape
+    if any(a.shape != shape for p in parts for a in p):
+        raise ValueError("merge_moments: every array must have one shape")
+    n = sum(p[0] for p in parts)
+    mean = sum(np.where(c > 0, c * mu, 0.0) for c, mu, _ in parts) / n
+    m2 = sum(np.where(c > 0, q + c * (mu - mean) ** 2, 0.0) for c, mu, q in parts)
+    return n.astype(np.int64), np.where(n > 0, mean, np.nan), np.where(n > 0, m2, 0.0)
 
 
 # --------------------------------------------------------------------------- group / instance norm

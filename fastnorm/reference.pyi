@@ -1,5 +1,6 @@
 """Type stubs for fastnorm.reference: the same signatures as the fast functions."""
 
+from . import batch_moments as batch_moments
 from . import batch_norm as batch_norm
 from . import batch_norm_backward as batch_norm_backward
 from . import cosine_norm as cosine_norm
@@ -12,12 +13,14 @@ from . import l2_normalize as l2_normalize
 from . import l2_normalize_backward as l2_normalize_backward
 from . import layer_norm as layer_norm
 from . import layer_norm_backward as layer_norm_backward
+from . import merge_moments as merge_moments
 from . import rms_norm as rms_norm
 from . import rms_norm_backward as rms_norm_backward
 from . import weight_norm as weight_norm
 from . import weight_norm_backward as weight_norm_backward
 
 __all__ = [
+    "batch_moments",
     "batch_norm",
     "batch_norm_backward",
     "cosine_norm",
@@ -30,6 +33,7 @@ __all__ = [
     "l2_normalize_backward",
     "layer_norm",
     "layer_norm_backward",
+    "merge_moments",
     "rms_norm",
     "rms_norm_backward",
     "weight_norm",

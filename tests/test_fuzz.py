@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import warnings
 import zlib
@@ -762,6 +763,43 @@ def build_batch_norm(gen, backward):
     return case
 
 
+def moments_in(dtype, result):
+    """batch_moments / merge_moments return int64 counts and float64 statistics whatever
+    x's dtype (checked here and in tests/test_moments.py); compared in x's dtype."""
+    count, mean, m2 = result
+    assert count.dtype == np.int64 and mean.dtype == F64 and m2.dtype == F64
+    with quiet():
+        return tuple(a.astype(dtype) for a in result)
+
+
+def build_moments(gen, merge):
+    case = Case(gen)
+    x = case.input(min_ndim=2)
+    xa = np.asarray(x)
+    xr = case.track(x)
+    axis, ax, C, n = channel_layout(case, xa, "batch_moments")
+    kw = kwargs(axis=axis)
+    if not merge or ax is None or xa.ndim < 2:
+        parts, refs = [x], [xr]
+    else:
+        # the batch cut along another axis into parts of drawn sizes, empty ones included
+        cut = 1 if ax == 0 else 0
+        k = gen.integer(1, 4)
+        bounds = sorted(gen.integer(0, xa.shape[cut]) for _ in range(k - 1))
+        bounds = [0, *bounds, xa.shape[cut]]
+        index = [(slice(None),) * cut + (slice(a, b),) for a, b in itertools.pairwise(bounds)]
+        parts, refs = [xa[i] for i in index], [xr[i] for i in index]
+    if merge:
+        case.call = lambda: moments_in(
+            case.dtype, fn.merge_moments(*[fn.batch_moments(p, **kw) for p in parts])
+        )
+        case.ref = lambda: ref.merge_moments(*[ref.batch_moments(r, **kw) for r in refs])
+    else:
+        case.call = lambda: moments_in(case.dtype, fn.batch_moments(x, **kw))
+        case.ref = lambda: ref.batch_moments(xr, **kw)
+    return case
+
+
 def draw_groups(case, C):
     gen = case.gen
     divisors = [d for d in range(1, C + 1) if C % d == 0] or [1, 2, 3]
@@ -979,6 +1017,8 @@ BUILDERS = {
     "rms_norm_backward": functools.partial(build_rows, op="rms_norm", backward=True),
     "batch_norm": functools.partial(build_batch_norm, backward=False),
     "batch_norm_backward": functools.partial(build_batch_norm, backward=True),
+    "batch_moments": functools.partial(build_moments, merge=False),
+    "merge_moments": functools.partial(build_moments, merge=True),
     "group_norm": functools.partial(build_group_norm, op="group_norm", backward=False),
     "group_norm_backward": functools.partial(build_group_norm, op="group_norm", backward=True),
     "instance_norm": functools.partial(build_group_norm, op="instance_norm", backward=False),

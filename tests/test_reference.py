@@ -58,7 +58,7 @@ def test_loads_standalone_with_numpy_only():
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
-    assert int(res.stdout) == 16
+    assert int(res.stdout) == 18
 
 
 def test_public_names():
@@ -76,6 +76,7 @@ def test_public_names():
         )
         for suffix in ("", "_backward")
     }
+    expected |= {"batch_moments", "merge_moments"}
     assert set(ref.__all__) == expected
     for name in expected:
         assert callable(getattr(ref, name))

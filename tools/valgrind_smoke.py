@@ -1,7 +1,8 @@
 """Smoke run of every public fastnorm function, for memory checkers (valgrind, ASan/LSan).
 
 Calls the forward and backward pass of layer_norm, rms_norm, batch_norm (training and
-evaluation, channels-first and channels-last, running statistics of either dtype),
+evaluation, channels-first and channels-last, running statistics of either dtype; also
+batch_moments and fastnorm.distributed's synchronized batch norm on one rank),
 group_norm, instance_norm, l2_normalize, weight_norm and cosine_norm on small float32 and
 float64 inputs with odd sizes (SIMD tails), in every input layout the API accepts
 (contiguous, Fortran order, stepped, negative strides, one element off, byte-misaligned,
@@ -36,6 +37,7 @@ import numpy as np
 
 import fastnorm as fn
 from fastnorm import _kernels, _runtime
+from fastnorm import distributed as fn_dist
 from fastnorm import reference as ref
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -45,6 +47,16 @@ _devnull = os.open(os.devnull, os.O_WRONLY)
 _labels = False
 _state = {"cases": 0, "calls": 0, "label": ""}
 _failures: list[str] = []
+
+
+class _OneRank:
+    """A communicator of one rank (fastnorm.distributed's protocol)."""
+
+    def allgather(self, obj):
+        return [obj]
+
+    def allreduce(self, obj):
+        return obj
 
 
 def case(label):
@@ -269,6 +281,23 @@ def run_channels(rng, dtype, quick):
                                                       training=False))
                 exp = ref.batch_norm_backward(f64(dy), f64(x), f64(mean_e), f64(rstd_e),
                                               f64(ww), axis=axis, training=False)
+                check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
+                # mergeable moments, and synchronized batch norm with a one-rank communicator
+                case(f"batch_moments {tag}")
+                got = probe(*fn.batch_moments(xl, axis=axis))
+                exp = ref.batch_moments(f64(x), axis=axis)
+                check_all(("mean", "m2"), got[1:], exp[1:], F64)
+                case(f"sync_batch_norm {tag}")
+                out = fn_dist.sync_batch_norm(xl, ww, bb, axis=axis, comm=_OneRank(),
+                                              return_stats=True)
+                y, mean_s, rstd_s = probe(*out)
+                exp = ref.batch_norm(f64(x), f64(ww), f64(bb), axis=axis, return_stats=True)
+                check_all(("y", "mean", "rstd"), out, exp, dtype)
+                case(f"sync_batch_norm_backward {tag}")
+                grads = probe(*fn_dist.sync_batch_norm_backward(dyl, xl, mean_s, rstd_s, ww,
+                                                                axis=axis, comm=_OneRank()))
+                exp = ref.batch_norm_backward(f64(dy), f64(x), f64(mean_s), f64(rstd_s),
+                                              f64(ww), axis=axis)
                 check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
                 # group norm (2 and 3 groups; 1 group = layer norm over C and positions)
                 if len(shape) >= 2:
