@@ -413,3 +413,32 @@ def test_example_trains_like_one_process():
     res = mpirun(2, [str(example)])
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.strip().splitlines()[-1] == "match", res.stdout
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize(("sample", "axis"), LAYOUTS[:2])
+def test_half_precision_matches_batch_norm(rng, dtype, sample, axis):
+    """float16/bfloat16 ranks: y and dx in the half type, statistics and parameter
+    gradients float32, as single-process batch_norm on the whole batch."""
+    if dtype == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes").bfloat16
+    dtype = np.dtype(dtype)
+    x, dy, w, b = make_batch(rng, 9, sample, axis, np.float32)
+    x, dy = x.astype(dtype), dy.astype(dtype)
+    ranks, _ = sync_run((4, 0, 5), x, dy, w, b, axis)
+    Y, M, R = fn.batch_norm(x, w, b, axis=axis, return_stats=True)
+    DX, DW, DB = fn.batch_norm_backward(dy, x, M, R, w, axis=axis)
+    y = np.concatenate([r[0] for r in ranks])
+    dx = np.concatenate([r[5] for r in ranks])
+    assert y.dtype == dtype and dx.dtype == dtype
+    unit = 2.0**-10 if dtype == np.float16 else 2.0**-7  # two units of the half type
+    for got, want in ((y, Y), (dx, DX)):
+        want = want.astype(np.float64)
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=unit,
+                                   atol=unit * np.abs(want).max())
+    for r in ranks:
+        assert r[1].dtype == np.float32 and r[2].dtype == np.float32
+        assert_close(r[1], M, np.float32)
+        assert_close(r[2], R, np.float32)
+    assert_close(sum(r[6].astype(np.float64) for r in ranks).astype(np.float32), DW, np.float32)
+    assert_close(sum(r[7].astype(np.float64) for r in ranks).astype(np.float32), DB, np.float32)

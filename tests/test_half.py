@@ -416,3 +416,15 @@ def test_every_simd_level_matches_reference(dtype):
                               err_msg=level)
     finally:
         _kernels.isa_select(active)
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("axis", [1, -1])
+def test_batch_moments(dtype, axis):
+    rng = np.random.default_rng(15)
+    x = data(rng, (6, 5, 40), dtype, loc=2.0)
+    count, mean, m2 = fn.batch_moments(x, axis=axis)
+    count_ref, mean_ref, m2_ref = ref.batch_moments(f64(x), axis=axis)
+    np.testing.assert_array_equal(count, count_ref)
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(m2, m2_ref, rtol=1e-10)
