@@ -118,8 +118,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     Parameters
     ----------
     dy : array_like, x's shape
-        Gradient of the loss with respect to y; cast to x's dtype (float32
-        for half-precision x).
+        Gradient of the loss with respect to y; cast to x's dtype.
     x : array_like, float16, bfloat16, float32 or float64
         The forward input.
     mean, rstd : array_like of shape ``x.shape[:axis]``
