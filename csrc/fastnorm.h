@@ -99,8 +99,8 @@ FN_ROWS_DECL(fn_bfloat16, float, bf16)
  *   batch (A * B >= 2) and, where running_mean / running_var are not NULL, updates them
  *   in place: r = (1 - momentum) * r + momentum * batch value (the unbiased variance for
  *   running_var), computed in double; the running arrays are double when running_f64 is
- *   set, float otherwise, whatever the type of x. training = 0 normalizes with the running statistics (running_var
- *   required; running_mean NULL means zeros). mean_out / rstd_out (C entries) may be NULL.
+ *   set, float otherwise, whatever the type of x. training = 0 normalizes with the
+ *   running statistics (running_var required; running_mean NULL means zeros). mean_out / rstd_out (C entries) may be NULL.
  *   The backward with training = 0 treats the statistics as constants.
  * group_norm: x is (N, A, C, B) with N the batch; statistics per (n, group) over A x
  *   (C / G) x B, G dividing C; mean / rstd have N * G entries. Instance norm is G = C.
