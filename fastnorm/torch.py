@@ -598,85 +598,122 @@ def cosine_norm(input, weight, eps=1e-12):
 # modules
 
 
+# Each forward stays compilable by torch.jit.script: the scripted module calls torch's
+# operator, and the fastnorm call sits in a method TorchScript skips (torch.jit.unused).
+
+
 class LayerNorm(nn.LayerNorm):
     """:class:`torch.nn.LayerNorm` computed by fastnorm (see :func:`layer_norm`)."""
 
-    def forward(self, input):
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        return self._fastnorm(input)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor) -> torch.Tensor:
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
 class RMSNorm(nn.RMSNorm):
     """:class:`torch.nn.RMSNorm` computed by fastnorm (see :func:`rms_norm`)."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+        return self._fastnorm(x)
+
+    @torch.jit.unused
+    def _fastnorm(self, x: torch.Tensor) -> torch.Tensor:
         return rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
 
 class GroupNorm(nn.GroupNorm):
     """:class:`torch.nn.GroupNorm` computed by fastnorm (see :func:`group_norm`)."""
 
-    def forward(self, input):
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        return self._fastnorm(input)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor) -> torch.Tensor:
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
 
-def _batch_norm_forward(self, input):
-    """torch's _BatchNorm.forward, calling fastnorm's batch_norm."""
-    self._check_input_dim(input)
-    factor = 0.0 if self.momentum is None else self.momentum
-    if self.training and self.track_running_stats and self.num_batches_tracked is not None:
-        self.num_batches_tracked.add_(1)
-        if self.momentum is None:  # cumulative moving average
-            factor = 1.0 / float(self.num_batches_tracked)
-    if self.training:
-        use_batch = True
-    else:
-        use_batch = self.running_mean is None and self.running_var is None
-    keep = not self.training or self.track_running_stats
-    return batch_norm(input, self.running_mean if keep else None,
-                      self.running_var if keep else None, self.weight, self.bias,
-                      use_batch, factor, self.eps)
+class _BatchNormMixin:
+    """torch's _BatchNorm.forward, with fastnorm's batch_norm."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        factor = 0.0
+        if self.momentum is not None:
+            factor = self.momentum
+        if self.training and self.track_running_stats:
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:  # cumulative moving average
+                    factor = 1.0 / float(self.num_batches_tracked)
+        if self.training:
+            use_batch = True
+        else:
+            use_batch = (self.running_mean is None) and (self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        rm = self.running_mean if keep else None
+        rv = self.running_var if keep else None
+        if torch.jit.is_scripting():
+            return F.batch_norm(input, rm, rv, self.weight, self.bias, use_batch, factor,
+                                self.eps)
+        return self._fastnorm(input, rm, rv, use_batch, factor)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor, rm: torch.Tensor | None,
+                  rv: torch.Tensor | None, use_batch: bool, factor: float) -> torch.Tensor:
+        return batch_norm(input, rm, rv, self.weight, self.bias, use_batch, factor, self.eps)
 
 
-class BatchNorm1d(nn.BatchNorm1d):
+class BatchNorm1d(_BatchNormMixin, nn.BatchNorm1d):
     """:class:`torch.nn.BatchNorm1d` computed by fastnorm (see :func:`batch_norm`)."""
 
-    forward = _batch_norm_forward
 
-
-class BatchNorm2d(nn.BatchNorm2d):
+class BatchNorm2d(_BatchNormMixin, nn.BatchNorm2d):
     """:class:`torch.nn.BatchNorm2d` computed by fastnorm (see :func:`batch_norm`)."""
 
-    forward = _batch_norm_forward
 
-
-class BatchNorm3d(nn.BatchNorm3d):
+class BatchNorm3d(_BatchNormMixin, nn.BatchNorm3d):
     """:class:`torch.nn.BatchNorm3d` computed by fastnorm (see :func:`batch_norm`)."""
 
-    forward = _batch_norm_forward
+
+class _InstanceNormMixin:
+    """torch's _InstanceNorm with fastnorm's instance_norm."""
+
+    def _apply_instance_norm(self, input: torch.Tensor) -> torch.Tensor:
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = 0.0
+        if self.momentum is not None:
+            momentum = self.momentum
+        if torch.jit.is_scripting():
+            return F.instance_norm(input, self.running_mean, self.running_var, self.weight,
+                                   self.bias, use_input_stats, momentum, self.eps)
+        return self._fastnorm(input, use_input_stats, momentum)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor, use_input_stats: bool,
+                  momentum: float) -> torch.Tensor:
+        return instance_norm(input, self.running_mean, self.running_var, self.weight,
+                             self.bias, use_input_stats, momentum, self.eps)
 
 
-def _apply_instance_norm(self, input):
-    return instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                         self.training or not self.track_running_stats,
-                         self.momentum if self.momentum is not None else 0.0, self.eps)
-
-
-class InstanceNorm1d(nn.InstanceNorm1d):
+class InstanceNorm1d(_InstanceNormMixin, nn.InstanceNorm1d):
     """:class:`torch.nn.InstanceNorm1d` computed by fastnorm (see :func:`instance_norm`)."""
 
-    _apply_instance_norm = _apply_instance_norm
 
-
-class InstanceNorm2d(nn.InstanceNorm2d):
+class InstanceNorm2d(_InstanceNormMixin, nn.InstanceNorm2d):
     """:class:`torch.nn.InstanceNorm2d` computed by fastnorm (see :func:`instance_norm`)."""
 
-    _apply_instance_norm = _apply_instance_norm
 
-
-class InstanceNorm3d(nn.InstanceNorm3d):
+class InstanceNorm3d(_InstanceNormMixin, nn.InstanceNorm3d):
     """:class:`torch.nn.InstanceNorm3d` computed by fastnorm (see :func:`instance_norm`)."""
-
-    _apply_instance_norm = _apply_instance_norm
 
 
 _CONVERSIONS = {

@@ -421,13 +421,25 @@ def test_bad_arguments_raise_as_torch(call):
         call(fnt, x)
 
 
-def test_torch_script_of_converted_module_falls_back():
-    m = fnt.convert(nn.Sequential(nn.Linear(5, 5), nn.LayerNorm(5)))
-    x = torch.randn(2, 5)
+def test_torchscript_of_converted_modules():
+    """torch.jit.script and torch.jit.trace of a converted model compute with torch's
+    operators and leave the model itself converted."""
+    m = fnt.convert(nn.Sequential(
+        nn.Conv1d(4, 4, 1), nn.LayerNorm(5), nn.BatchNorm1d(4), nn.GroupNorm(2, 4),
+        nn.InstanceNorm1d(4, track_running_stats=True), nn.RMSNorm(5),
+        nn.BatchNorm1d(4, momentum=None)))
+    x = torch.randn(3, 4, 5)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        traced = torch.jit.trace(m, (x,))
+        warnings.simplefilter("ignore")  # deprecation notices; TracerWarnings of torch code
+        scripted = torch.jit.script(m)
+        traced = torch.jit.trace(m, (x,), check_trace=False)
+    m.eval()
+    scripted.eval()
+    traced.eval()
+    _close(scripted(x), m(x))
     _close(traced(x), m(x))
+    assert type(m[2]) is fnt.BatchNorm1d and type(m[4]) is fnt.InstanceNorm1d
+    assert scripted[1].weight.data_ptr() == m[1].weight.data_ptr()
 
 
 # ---------------------------------------------------------------------------------------
