@@ -429,13 +429,12 @@ def test_torchscript_of_converted_modules():
         nn.InstanceNorm1d(4, track_running_stats=True), nn.RMSNorm(5),
         nn.BatchNorm1d(4, momentum=None)))
     x = torch.randn(3, 4, 5)
+    m(x)  # one training step, for running statistics that are not the initial ones
+    m.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecation notices; TracerWarnings of torch code
         scripted = torch.jit.script(m)
         traced = torch.jit.trace(m, (x,), check_trace=False)
-    m.eval()
-    scripted.eval()
-    traced.eval()
     _close(scripted(x), m(x))
     _close(traced(x), m(x))
     assert type(m[2]) is fnt.BatchNorm1d and type(m[4]) is fnt.InstanceNorm1d
