@@ -128,7 +128,8 @@ def _needs_grad(*tensors):
 
 def _grads(ctx, *grads):
     """Gradients for autograd, None where the input does not need one."""
-    return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad))
+    need = ctx.needs_input_grad
+    return tuple(g if n else None for g, n in zip(grads, need, strict=True))
 
 
 # ---------------------------------------------------------------------------------------

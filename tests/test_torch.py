@@ -147,7 +147,7 @@ def _compare(ours, theirs, shapes, fmt=None, rtol=1e-5, atol=2e-5, dtype=F32):
     dy = torch.randn_like(yb)
     ya.backward(dy)
     yb.backward(dy)
-    for i, (ta, tb) in enumerate(zip(a, b)):
+    for i, (ta, tb) in enumerate(zip(a, b, strict=True)):
         _close(ta.grad, tb.grad, rtol, atol, f"gradient of input {i}")
         if fmt is not None and i == 0:
             assert ta.grad.is_contiguous(memory_format=fmt)
@@ -183,7 +183,7 @@ def test_batch_norm_vs_torch(fmt, training):
     _compare(lambda x, w, b: fnt.batch_norm(x, *stats["ours"], w, b, training, 0.3),
              lambda x, w, b: F.batch_norm(x, *stats["theirs"], w, b, training, 0.3),
              [(5, 6, 7, 9), (6,), (6,)], fmt=fmt)
-    for a, b in zip(stats["ours"], stats["theirs"]):
+    for a, b in zip(stats["ours"], stats["theirs"], strict=True):
         _close(a, b, 1e-6, 1e-6, "running statistics")
     if training:
         assert not torch.equal(stats["ours"][0], torch.linspace(-1, 1, 6))
@@ -218,7 +218,7 @@ def test_instance_norm_vs_torch(fmt, running):
              lambda x, w, b: F.instance_norm(x, *stats["theirs"], w, b, True, 0.2),
              [(3, 6, 7, 5), (6,), (6,)], fmt=fmt)
     if running:
-        for a, b in zip(stats["ours"], stats["theirs"]):
+        for a, b in zip(stats["ours"], stats["theirs"], strict=True):
             _close(a, b, 1e-5, 1e-6, "running statistics")
         assert not torch.equal(stats["ours"][1], torch.linspace(0.5, 2.0, 6))
 
@@ -534,9 +534,9 @@ def test_modules_train_and_eval_match_torch(name, fmt):
         ya.backward(dy)
         yb.backward(dy)
         _close(xa.grad, xb.grad, 1e-4, 2e-5, msg=f"{name} step {step} dx")
-    for (n, pa), pb in zip(ours.named_parameters(), ref.parameters()):
+    for (n, pa), pb in zip(ours.named_parameters(), ref.parameters(), strict=True):
         _close(pa.grad, pb.grad, 1e-4, 2e-5, msg=f"{name} grad {n}")
-    for (n, ba), bb in zip(ours.named_buffers(), ref.buffers()):
+    for (n, ba), bb in zip(ours.named_buffers(), ref.buffers(), strict=True):
         if ba.dtype == torch.long:
             assert torch.equal(ba, bb), n
         else:
@@ -590,10 +590,10 @@ def _train_step_matches(model, x, target):
         opt.step()
         outs.append(y)
     _close(outs[0], outs[1], 1e-4, 1e-5, "output")
-    for (n, pa), pb in zip(ours.named_parameters(), ref.parameters()):
+    for (n, pa), pb in zip(ours.named_parameters(), ref.parameters(), strict=True):
         _close(pa.grad, pb.grad, 1e-3, 1e-5, f"grad {n}")
         _close(pa, pb, 1e-4, 1e-5, f"parameter {n} after the step")
-    for (n, ba), bb in zip(ours.named_buffers(), ref.buffers()):
+    for (n, ba), bb in zip(ours.named_buffers(), ref.buffers(), strict=True):
         if ba.dtype == torch.long:
             assert torch.equal(ba, bb), n
         else:
