@@ -96,19 +96,14 @@ def _fast(x, *params):
     return all(p is None or _tensor_ok(p, x.dtype) for p in params)
 
 
-def _stat_ok(r, n):
-    """A running statistic fastnorm can update in place: contiguous (n,) float CPU tensor."""
-    return (
-        r is None
-        or (
-            type(r) in _PLAIN_TYPES
-            and r.device.type == "cpu"
-            and r.layout == torch.strided
-            and r.dtype in (torch.float32, torch.float64)
-            and r.shape == (n,)
-            and r.is_contiguous()
-            and not r.requires_grad
-        )
+def _stat_ok(r, x):
+    """A running statistic fastnorm can update in place: None, or a contiguous (C,) CPU
+    tensor of x's dtype."""
+    return r is None or (
+        _tensor_ok(r, x.dtype)
+        and tuple(r.shape) == (x.shape[1],)
+        and r.is_contiguous()
+        and not r.requires_grad
     )
 
 
@@ -437,9 +432,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         _fast(x, weight, bias)
         and _channels_ok(x, weight, bias)
         and (running_mean is None) == (running_var is None)
-        and _stat_ok(running_mean, x.shape[1])
-        and _stat_ok(running_var, x.shape[1])
-        and (running_mean is None or running_mean.dtype == running_var.dtype)
+        and _stat_ok(running_mean, x)
+        and _stat_ok(running_var, x)
         and (training or running_mean is not None)
         and _momentum_ok(momentum)
         and not (training and x.numel() // x.shape[1] == 1)
@@ -513,8 +507,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         and _channels_ok(x, weight, bias)
         and x.dim() >= 3
         and (running_mean is None) == (running_var is None)
-        and _stat_ok(running_mean, x.shape[1])
-        and _stat_ok(running_var, x.shape[1])
+        and _stat_ok(running_mean, x)
+        and _stat_ok(running_var, x)
         and (use_input_stats or running_mean is not None)
         and _momentum_ok(momentum)
         and not (use_input_stats and x.numel() // (x.shape[0] * x.shape[1]) == 1)

@@ -407,6 +407,16 @@ def test_fallback_mixed_dtypes_gives_torch_error():
         fnt.layer_norm(x, (4,), w)
 
 
+def test_running_stats_of_another_dtype_as_torch():
+    x = torch.randn(4, 3, 5, dtype=F64)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    with pytest.raises(RuntimeError):
+        F.batch_norm(x, rm, rv, training=True)
+    with pytest.raises(RuntimeError):
+        fnt.batch_norm(x, rm, rv, training=True)
+    assert torch.equal(rm, torch.zeros(3))
+
+
 @pytest.mark.parametrize("call", [
     lambda f, x: f.group_norm(x, 4),                                   # C % G != 0
     lambda f, x: f.batch_norm(x[:1, :, :1], None, None, training=True),  # 1 value/channel
