@@ -17,6 +17,10 @@ same machine load; the table shows medians and the speedup (original time over c
 Before timing, the converted model's inference output is checked against the original's.
 
     python bench/torch_models.py [--threads 1,2] [--repeat 15] [--models a,b] [--tiny]
+                                 [--default-malloc]
+
+By default glibc's malloc gets fixed thresholds first (see ``_fix_malloc``), which removes
+most of the run-to-run variation coming from page faults.
 
 ``--tiny`` runs small sizes with few repetitions: a smoke test of the script.
 """
@@ -90,6 +94,25 @@ def _cases(tiny):
         name = "transformer " + ("pre-norm" if norm_first else "post-norm")
         out.append((name, layer, tokens))
     return out
+
+
+def _fix_malloc():
+    """Fixed glibc malloc thresholds (no trimming of the heap, mmap only above 32 MiB).
+
+    With its default, dynamic thresholds glibc returns freed memory to the system or keeps
+    it depending on the order of past allocations, so a training step may page-fault on
+    ~100 MB of fresh memory or on none, for either model, a difference larger than the one
+    measured. (PyTorch's CPU tuning guides suggest jemalloc or tcmalloc for the same reason.)
+    Returns whether the thresholds were set."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 << 20) == 1
+        return ok and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def _set_threads(n):
@@ -168,14 +191,18 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--models", default="", help="substrings of the model names to run")
     p.add_argument("--tiny", action="store_true", help="small sizes, 1 thread, 2 repeats")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="keep glibc's dynamic malloc thresholds (noisier: page faults)")
     args = p.parse_args(argv)
+    fixed = False if args.default_malloc else _fix_malloc()
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     repeat, warmup = args.repeat, args.warmup
     if args.tiny:
         threads, repeat, warmup = [1], 2, 1
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, fastnorm {fastnorm.__version__}; medians of {repeat}; "
-          f"speedup = torch ms / fastnorm ms")
+          f"speedup = torch ms / fastnorm ms; glibc malloc thresholds "
+          f"{'fixed' if fixed else 'default'}")
     print(f"{'model':26} {'input':14} {'pass':5} {'threads':>7} {'torch ms':>10} "
           f"{'converted ms':>12} {'speedup':>9}")
     keys = [k for k in args.models.split(",") if k]
