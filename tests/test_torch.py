@@ -398,6 +398,13 @@ def test_fallback_autocast_tracing_and_empty(monkeypatch):
     assert fnt.layer_norm(torch.empty(0, 5), (5,)).shape == (0, 5)
 
 
+def test_fallback_under_vmap(monkeypatch):
+    _forbid_fastnorm(monkeypatch)
+    x = torch.randn(3, 4, 5)
+    y = torch.func.vmap(lambda t: fnt.layer_norm(t, (5,)))(x)
+    _close(y, F.layer_norm(x, (5,)))
+
+
 def test_fallback_mixed_dtypes_gives_torch_error():
     x = torch.randn(3, 4)
     w = torch.randn(4, dtype=F64)
