@@ -717,3 +717,10 @@ def test_bench_torch_models_smoke():
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "speedup" in r.stdout and "transformer" in r.stdout
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(fnt)
+    assert result.attempted >= 3 and result.failed == 0
