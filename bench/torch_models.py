@@ -13,7 +13,10 @@ Passes: ``infer`` (eval mode under ``torch.inference_mode``) and ``train`` (a tr
 step: forward, mean-square loss, backward, SGD step). Each case is timed at each thread
 count (``torch.set_num_threads`` and ``fastnorm.set_num_threads`` both), the original and
 the converted model (a deep copy) alternating, repetition after repetition, so both see the
-same machine load; the table shows medians and the speedup (original time over converted).
+same machine load; the table shows medians of the wall time and the speedup (original time
+over converted), then medians of the process's CPU time (``time.process_time``, all threads)
+and their ratio: on a machine shared with other work, the CPU time of a one-thread run does
+not count the time spent waiting for a core, and varies less.
 Before timing, the converted model's inference output is checked against the original's.
 
     python bench/torch_models.py [--threads 1,2] [--repeat 15] [--models a,b] [--tiny]
@@ -152,9 +155,14 @@ def _check(orig, conv, x):
 
 
 def _time(fn):
-    t = time.perf_counter()
+    """(wall seconds, CPU seconds of the process) of one call."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def _median(times, i):
+    return statistics.median(t[i] for t in times)
 
 
 def bench(name, model, x, threads, repeat, warmup):
@@ -177,10 +185,12 @@ def bench(name, model, x, threads, repeat, warmup):
                 else:
                     ta.append(_time(fa))
                     tb.append(_time(fb))
-            a, b = statistics.median(ta), statistics.median(tb)
-            rows.append((name, tuple(x.shape), pass_, n, a, b))
+            a, b = _median(ta, 0), _median(tb, 0)
+            ca, cb = _median(ta, 1), _median(tb, 1)
+            rows.append((name, tuple(x.shape), pass_, n, a, b, ca, cb))
             print(f"{name:26} {'x'.join(map(str, x.shape)):14} {pass_:5} {n:7} "
-                  f"{a * 1e3:10.2f} {b * 1e3:12.2f} {a / b:8.2f}x", flush=True)
+                  f"{a * 1e3:10.2f} {b * 1e3:12.2f} {a / b:8.2f}x "
+                  f"{ca * 1e3:10.2f} {cb * 1e3:12.2f} {ca / cb:8.2f}x", flush=True)
     return rows
 
 
@@ -204,7 +214,8 @@ def main(argv=None):
           f"speedup = torch ms / fastnorm ms; glibc malloc thresholds "
           f"{'fixed' if fixed else 'default'}")
     print(f"{'model':26} {'input':14} {'pass':5} {'threads':>7} {'torch ms':>10} "
-          f"{'converted ms':>12} {'speedup':>9}")
+          f"{'converted ms':>12} {'speedup':>9} {'torch cpu':>10} {'conv. cpu':>12} "
+          f"{'cpu ratio':>9}")
     keys = [k for k in args.models.split(",") if k]
     for name, model, x in _cases(args.tiny):
         if keys and not any(k in name for k in keys):
