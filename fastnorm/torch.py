@@ -734,7 +734,9 @@ def convert(module):
     same object, with the same Parameters, buffers (running statistics,
     ``num_batches_tracked``), hooks and settings, so ``state_dict()``, ``repr`` and
     ``isinstance`` checks are unchanged and an optimizer built before keeps working. Inputs
-    fastnorm does not compute (other devices or dtypes) still go to torch.
+    fastnorm does not compute (other devices or dtypes) still go to torch. Lazy modules
+    (``LazyBatchNorm2d``, ...) are converted once they have become their torch.nn class,
+    after their first forward; ``SyncBatchNorm`` is left alone.
 
     Parameters
     ----------
@@ -819,17 +821,20 @@ class TorchDistributedComm:
 
     def allreduce(self, obj):
         """Elementwise sum over the ranks of a NumPy array, or of each array of a tuple or
-        list (summed in one message); returns NumPy arrays of the same shapes and dtypes."""
+        list (one message per dtype); returns NumPy arrays of the same shapes and dtypes,
+        in a tuple or list like ``obj``."""
         arrays, kind = self._arrays(obj)
-        dtype = np.result_type(*arrays) if arrays else np.float64
-        flat = np.concatenate([a.astype(dtype, copy=False).ravel() for a in arrays]) \
-            if arrays else np.zeros(0, dtype)
-        buf = torch.from_numpy(np.ascontiguousarray(flat))
-        self._dist.all_reduce(buf, op=self._dist.ReduceOp.SUM, group=self.group)
-        out, start = [], 0
-        for a in arrays:
-            out.append(flat[start:start + a.size].reshape(a.shape).astype(a.dtype, copy=True))
-            start += a.size
+        out = [None] * len(arrays)
+        for dtype in dict.fromkeys(a.dtype for a in arrays):
+            idx = [i for i, a in enumerate(arrays) if a.dtype == dtype]
+            flat = np.concatenate([arrays[i].ravel() for i in idx])  # a new array
+            self._dist.all_reduce(torch.from_numpy(flat), op=self._dist.ReduceOp.SUM,
+                                  group=self.group)
+            start = 0
+            for i in idx:
+                n = arrays[i].size
+                out[i] = flat[start:start + n].reshape(arrays[i].shape)
+                start += n
         return self._pack(out, kind)
 
     def allgather(self, obj):
