@@ -373,7 +373,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     tensor([[-1.2247,  0.0000,  1.2247]])
     """
     shape = _shape_tuple(normalized_shape)
-    if not (_fast(input, weight, bias) and _rows_ok(input, shape, weight, bias)):
+    if not (_fast(input, weight, bias) and _rows_ok(input, shape, weight, bias)
+            and _eps_ok(eps)):
         return F.layer_norm(input, shape, weight, bias, eps)
     axis = input.dim() - len(shape)
     if not _needs_grad(input, weight, bias):
@@ -393,7 +394,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     Tensor, input's shape and dtype (contiguous)
     """
     shape = _shape_tuple(normalized_shape)
-    if not (_fast(input, weight) and _rows_ok(input, shape, weight)):
+    if not (_fast(input, weight) and _rows_ok(input, shape, weight)
+            and (eps is None or _eps_ok(eps))):
         return F.rms_norm(input, shape, weight, eps)
     if eps is None:
         eps = torch.finfo(input.dtype).eps
@@ -404,6 +406,11 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
         _fn.rms_norm(_np(x), _np(weight), axis=axis, eps=eps, out=_np(y))
         return y
     return _RMSNormFn.apply(input, weight, axis, eps)
+
+
+def _eps_ok(eps):
+    """eps fastnorm accepts (finite, >= 0); torch handles any other value its own way."""
+    return isinstance(eps, (int, float)) and 0.0 <= eps < float("inf")
 
 
 def _momentum_ok(momentum):
@@ -436,6 +443,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         and _stat_ok(running_var, x)
         and (training or running_mean is not None)
         and _momentum_ok(momentum)
+        and _eps_ok(eps)
         and not (training and x.numel() // x.shape[1] == 1)
     )
     if not ok:
@@ -484,6 +492,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
         and num_groups > 0
         and x.shape[1] % num_groups == 0
         and x.numel() // num_groups != 1
+        and _eps_ok(eps)
     )
     if not ok:
         return F.group_norm(x, num_groups, weight, bias, eps)
@@ -511,6 +520,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         and _stat_ok(running_var, x)
         and (use_input_stats or running_mean is not None)
         and _momentum_ok(momentum)
+        and _eps_ok(eps)
         and not (use_input_stats and x.numel() // (x.shape[0] * x.shape[1]) == 1)
     )
     if not ok:
@@ -530,7 +540,8 @@ def l2_normalize(input, dim=-1, eps=1e-12):
     -------
     Tensor, input's shape and dtype (contiguous)
     """
-    if not (_fast(input) and isinstance(dim, int) and -input.dim() <= dim < input.dim()):
+    if not (_fast(input) and isinstance(dim, int) and -input.dim() <= dim < input.dim()
+            and _eps_ok(eps)):
         return F.normalize(input, 2.0, dim, eps)
     dim %= input.dim()
     if not _needs_grad(input):
@@ -582,7 +593,7 @@ def cosine_norm(input, weight, eps=1e-12):
     Tensor (N, M)
     """
     ok = (_fast(input, weight) and input.dim() == 2 and weight.dim() == 2
-          and input.shape[1] == weight.shape[1] and weight.numel() > 0)
+          and input.shape[1] == weight.shape[1] and weight.numel() > 0 and _eps_ok(eps))
     if not ok:
         y = F.normalize(input, 2.0, 1, eps) @ F.normalize(weight, 2.0, 1, eps).T
         return y + (y.clamp(-1.0, 1.0) - y).detach()  # clip; gradient as the identity

@@ -398,6 +398,15 @@ def test_fallback_autocast_tracing_and_empty(monkeypatch):
     assert fnt.layer_norm(torch.empty(0, 5), (5,)).shape == (0, 5)
 
 
+def test_fallback_negative_eps(monkeypatch):
+    _forbid_fastnorm(monkeypatch)
+    x = torch.randn(3, 4, 5) * 10
+    torch.testing.assert_close(fnt.layer_norm(x, (5,), eps=-1e-3),
+                               F.layer_norm(x, (5,), eps=-1e-3), equal_nan=True)
+    torch.testing.assert_close(fnt.group_norm(x, 2, eps=-1e-3), F.group_norm(x, 2, eps=-1e-3),
+                               equal_nan=True)
+
+
 def test_fallback_under_vmap(monkeypatch):
     _forbid_fastnorm(monkeypatch)
     x = torch.randn(3, 4, 5)
