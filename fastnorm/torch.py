@@ -79,9 +79,9 @@ def _context_ok():
 def _tensor_ok(t, dtype):
     return (
         type(t) in _PLAIN_TYPES
-        and t.device.type == "cpu"
-        and t.layout == torch.strided
+        and t.is_cpu
         and t.dtype == dtype
+        and t.layout == torch.strided
         and not (_is_wrapped is not None and _is_wrapped(t))
     )
 
@@ -109,7 +109,9 @@ def _stat_ok(r, x):
 
 def _np(t):
     """The NumPy view of a CPU tensor (shares its memory), or None."""
-    return None if t is None else t.detach().numpy()
+    if t is None:
+        return None
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 def _tensor(a):
@@ -155,7 +157,7 @@ def _channel_layout(x, batch_first):
 
 
 def _empty(xv):
-    return torch.empty(xv.shape, dtype=xv.dtype)
+    return torch.empty_like(xv, memory_format=torch.contiguous_format)
 
 
 def _back(t, perm):
