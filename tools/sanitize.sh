@@ -215,10 +215,16 @@ L = r.SIMD_LEVELS; print(" ".join(reversed(L[:L.index(_kernels.isa_supported()) 
 PYTEST_ARGS=(tests -x -q -p no:cacheprovider --capture=sys
              --deselect tests/test_build.py::test_build_without_openmp
              --deselect tests/test_leaks.py::test_repeated_calls_do_not_grow_memory "$@")
+# libstdc++ loaded right after the ASan runtime: C++ libraries built without ASan (PyTorch,
+# for tests/test_torch.py) throw exceptions through ASan's __cxa_throw interceptor, which
+# aborts when libstdc++ was not loaded before them
+LIBSTDCXX=$("$CC_BIN" -print-file-name=libstdc++.so.6)
+TEST_PRELOAD=$LIBASAN
+[[ "$LIBSTDCXX" == /* && -e "$LIBSTDCXX" ]] && TEST_PRELOAD="$LIBASAN $LIBSTDCXX"
 for level in $LEVELS; do
     section "test suite under ASan+UBSan, FASTNORM_SIMD=$level"
     log="$LOGS/pytest-$level.log"
-    san env FASTNORM_SIMD="$level" "$PY" -m pytest "${PYTEST_ARGS[@]}" 2>&1 | tee "$log" |
+    san env LD_PRELOAD="$TEST_PRELOAD" FASTNORM_SIMD="$level" "$PY" -m pytest "${PYTEST_ARGS[@]}" 2>&1 | tee "$log" |
         grep --line-buffered -vE "$QUIET_RE"
     rc=${PIPESTATUS[0]}
     what="exit status $rc"

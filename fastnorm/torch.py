@@ -1,0 +1,864 @@
+"""PyTorch integration: autograd functions, drop-in modules and :func:`convert`.
+
+Importing this module imports torch (``import fastnorm`` alone never does). CPU tensors of
+a dtype fastnorm computes (float32, float64) are handed to fastnorm's kernels without a
+copy: ``Tensor.numpy()`` views the tensor's memory and the result is written into a
+tensor allocated by torch, so the output keeps the input's memory format (channels_last
+included). Anything else -- another device or dtype, a tensor subclass, TorchScript,
+tracing, ``torch.compile``, autocast, functorch transforms, empty tensors, or arguments
+torch would reject -- goes to torch's own operator, so behaviour and errors stay torch's.
+
+Functional API (torch.nn.functional-like signatures)::
+
+    layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5)
+    rms_norm(input, normalized_shape, weight=None, eps=None)
+    batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5)
+    group_norm(input, num_groups, weight=None, bias=None, eps=1e-5)
+    instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5)
+    normalize(input, p=2.0, dim=1, eps=1e-12)          # F.normalize; p=2 is fastnorm's
+    l2_normalize(input, dim=-1, eps=1e-12)
+    weight_norm(v, g, dim=0)                            # torch._weight_norm
+    cosine_norm(input, weight, eps=1e-12)               # (N, D), (M, D) -> (N, M)
+
+Modules: :class:`LayerNorm`, :class:`RMSNorm`, :class:`BatchNorm1d`, :class:`BatchNorm2d`,
+:class:`BatchNorm3d`, :class:`GroupNorm`, :class:`InstanceNorm1d`, :class:`InstanceNorm2d`,
+:class:`InstanceNorm3d`: subclasses of the torch.nn classes of the same name that only
+override the computation; :func:`convert` turns a model's layers into them in place.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+import fastnorm as _fn
+
+__all__ = [
+    "layer_norm",
+    "rms_norm",
+    "batch_norm",
+    "group_norm",
+    "instance_norm",
+    "normalize",
+    "l2_normalize",
+    "weight_norm",
+    "cosine_norm",
+    "convert",
+    "LayerNorm",
+    "RMSNorm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "TorchDistributedComm",
+]
+
+# The one place that says which tensor dtypes fastnorm computes; everything else goes to
+# torch. Widen it when fastnorm gains more dtypes.
+FAST_DTYPES = frozenset({torch.float32, torch.float64})
+
+_PLAIN_TYPES = (torch.Tensor, nn.Parameter)
+_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+
+
+def _context_ok():
+    """False inside TorchScript, tracing, torch.compile and CPU autocast."""
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    return not torch.is_autocast_enabled("cpu")
+
+
+def _tensor_ok(t, dtype):
+    return (
+        type(t) in _PLAIN_TYPES
+        and t.is_cpu
+        and t.dtype == dtype
+        and t.layout == torch.strided
+        and not (_is_wrapped is not None and _is_wrapped(t))
+    )
+
+
+def _fast(x, *params):
+    """Whether fastnorm computes this call: a plain, non-empty CPU tensor of a FAST_DTYPES
+    dtype, and parameters (None allowed) of the same dtype on the CPU."""
+    if not (_context_ok() and type(x) in _PLAIN_TYPES and x.dtype in FAST_DTYPES):
+        return False
+    if not _tensor_ok(x, x.dtype) or x.numel() == 0:
+        return False
+    return all(p is None or _tensor_ok(p, x.dtype) for p in params)
+
+
+def _stat_ok(r, x):
+    """A running statistic fastnorm can update in place: None, or a contiguous (C,) CPU
+    tensor of x's dtype."""
+    return r is None or (
+        _tensor_ok(r, x.dtype)
+        and tuple(r.shape) == (x.shape[1],)
+        and r.is_contiguous()
+        and not r.requires_grad
+    )
+
+
+def _np(t):
+    """The NumPy view of a CPU tensor (shares its memory), or None."""
+    if t is None:
+        return None
+    return t.detach().numpy() if t.requires_grad else t.numpy()
+
+
+def _tensor(a):
+    """A tensor on a NumPy array's memory (no copy)."""
+    return None if a is None else torch.from_numpy(a)
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _grads(ctx, *grads):
+    """Gradients for autograd, None where the input does not need one."""
+    need = ctx.needs_input_grad
+    return tuple(g if n else None for g, n in zip(grads, need, strict=True))
+
+
+# ---------------------------------------------------------------------------------------
+# memory layouts
+
+
+def _inverse(perm):
+    inv = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inv[p] = i
+    return tuple(inv)
+
+
+def _channel_layout(x, batch_first):
+    """(xv, perm, axis): xv a C-contiguous tensor holding x's values with the axes in
+    memory order (``x.permute(perm)``, a view; a copy only when x is not dense), and the
+    position of x's channel axis 1 in it. ``perm`` is None when xv has x's axis order.
+    With ``batch_first`` the batch axis must stay axis 0 (group and instance norm)."""
+    if x.is_contiguous():
+        return x, None, 1
+    strides = x.stride()
+    perm = tuple(sorted(range(x.dim()), key=lambda i: (-strides[i], i)))
+    if not (batch_first and perm[0] != 0):
+        xv = x.permute(perm)
+        if xv.is_contiguous():
+            return xv, perm, perm.index(1)
+    return x.contiguous(), None, 1
+
+
+def _empty(xv):
+    return torch.empty_like(xv, memory_format=torch.contiguous_format)
+
+
+def _back(t, perm):
+    """Undo _channel_layout's permutation (a view: the result has x's strides)."""
+    return t if perm is None else t.permute(_inverse(perm))
+
+
+def _along(t, perm):
+    return t if perm is None else t.permute(perm)
+
+
+# ---------------------------------------------------------------------------------------
+# autograd functions
+
+
+class _LayerNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, axis, eps):
+        x = x.contiguous()
+        y = _empty(x)
+        _, mean, rstd = _fn.layer_norm(_np(x), _np(weight), _np(bias), axis=axis, eps=eps,
+                                       out=_np(y), return_stats=True)
+        ctx.save_for_backward(x, weight, _tensor(mean), _tensor(rstd))
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, rstd = ctx.saved_tensors
+        dx, dw, db = _fn.layer_norm_backward(_np(dy), _np(x), _np(mean), _np(rstd),
+                                             _np(weight), axis=ctx.axis)
+        return _grads(ctx, _tensor(dx), _tensor(dw), _tensor(db), None, None)
+
+
+class _RMSNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, axis, eps):
+        x = x.contiguous()
+        y = _empty(x)
+        _, rstd = _fn.rms_norm(_np(x), _np(weight), axis=axis, eps=eps, out=_np(y),
+                               return_stats=True)
+        ctx.save_for_backward(x, weight, _tensor(rstd))
+        ctx.axis = axis
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, rstd = ctx.saved_tensors
+        dx, dw = _fn.rms_norm_backward(_np(dy), _np(x), _np(rstd), _np(weight), axis=ctx.axis)
+        return _grads(ctx, _tensor(dx), _tensor(dw), None, None)
+
+
+class _BatchNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, training, momentum, eps):
+        xv, perm, axis = _channel_layout(x, batch_first=False)
+        y = _empty(xv)
+        _, mean, rstd = _fn.batch_norm(
+            _np(xv), _np(weight), _np(bias), _np(running_mean), _np(running_var),
+            training=training, momentum=momentum, eps=eps, axis=axis, out=_np(y),
+            return_stats=True)
+        ctx.save_for_backward(xv, weight, _tensor(mean), _tensor(rstd))
+        ctx.layout = (perm, axis, training)
+        return _back(y, perm)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        xv, weight, mean, rstd = ctx.saved_tensors
+        perm, axis, training = ctx.layout
+        dx, dw, db = _fn.batch_norm_backward(_np(_along(dy, perm)), _np(xv), _np(mean),
+                                             _np(rstd), _np(weight), axis=axis,
+                                             training=training)
+        return _grads(ctx, _back(_tensor(dx), perm), _tensor(dw), _tensor(db),
+                      None, None, None, None, None)
+
+
+class _GroupNormFn(torch.autograd.Function):
+    """Group norm; ``num_groups=None`` is instance norm (one channel per group)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_groups, eps, running):
+        xv, perm, axis = _channel_layout(x, batch_first=True)
+        y = _empty(xv)
+        if num_groups is None:
+            _, mean, rstd = _fn.instance_norm(_np(xv), _np(weight), _np(bias), axis=axis,
+                                              eps=eps, out=_np(y), return_stats=True)
+            if running is not None:
+                _update_instance_stats(mean, rstd, x.numel() // (x.shape[0] * x.shape[1]),
+                                       eps, *running)
+        else:
+            _, mean, rstd = _fn.group_norm(_np(xv), num_groups, _np(weight), _np(bias),
+                                           axis=axis, eps=eps, out=_np(y), return_stats=True)
+        ctx.save_for_backward(xv, weight, _tensor(mean), _tensor(rstd))
+        ctx.layout = (perm, axis, num_groups)
+        return _back(y, perm)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        xv, weight, mean, rstd = ctx.saved_tensors
+        perm, axis, num_groups = ctx.layout
+        args = (_np(_along(dy, perm)), _np(xv), _np(mean), _np(rstd))
+        if num_groups is None:
+            dx, dw, db = _fn.instance_norm_backward(*args, _np(weight), axis=axis)
+        else:
+            dx, dw, db = _fn.group_norm_backward(*args, num_groups, _np(weight), axis=axis)
+        return _grads(ctx, _back(_tensor(dx), perm), _tensor(dw), _tensor(db), None, None,
+                      None)
+
+
+def _update_instance_stats(mean, rstd, n, eps, running_mean, running_var, momentum):
+    """Running statistics of instance norm, as torch updates them: the batch norm update
+    of every (sample, channel) from the same running values, averaged over the samples."""
+    var = 1.0 / np.square(rstd.astype(np.float64)) - eps  # the biased variance
+    unbiased = var * (n / (n - 1))
+    rm, rv = _np(running_mean), _np(running_var)
+    rm[...] = (1.0 - momentum) * rm + momentum * mean.astype(np.float64).mean(axis=0)
+    rv[...] = (1.0 - momentum) * rv + momentum * unbiased.mean(axis=0)
+
+
+class _L2NormalizeFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dim, eps):
+        x = x.contiguous()
+        y = _empty(x)
+        _, norm = _fn.l2_normalize(_np(x), axis=dim, eps=eps, out=_np(y), return_stats=True)
+        ctx.save_for_backward(y, _tensor(norm))
+        ctx.args = (dim, eps)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        y, norm = ctx.saved_tensors
+        dim, eps = ctx.args
+        dx = _fn.l2_normalize_backward(_np(dy), _np(y), _np(norm), axis=dim, eps=eps)
+        return _grads(ctx, _tensor(dx), None, None)
+
+
+class _WeightNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, g, axis):
+        w, norm = _fn.weight_norm(_np(v), _np(g), axis=axis, return_stats=True)
+        ctx.save_for_backward(v, g, _tensor(norm))
+        ctx.axis = axis
+        return _tensor(w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dw):
+        v, g, norm = ctx.saved_tensors
+        dv, dg = _fn.weight_norm_backward(_np(dw), _np(v), _np(g), _np(norm), axis=ctx.axis)
+        return _grads(ctx, _tensor(dv), _tensor(dg), None)
+
+
+class _CosineNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, eps):
+        y, x_norm, w_norm = _fn.cosine_norm(_np(x), _np(w), eps=eps, return_stats=True)
+        ctx.save_for_backward(x, w, _tensor(x_norm), _tensor(w_norm))
+        ctx.eps = eps
+        return _tensor(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, w, x_norm, w_norm = ctx.saved_tensors
+        dx, dw = _fn.cosine_norm_backward(_np(dy), _np(x), _np(w), _np(x_norm), _np(w_norm),
+                                          eps=ctx.eps)
+        return _grads(ctx, _tensor(dx), _tensor(dw), None)
+
+
+# ---------------------------------------------------------------------------------------
+# functional API
+
+
+def _shape_tuple(normalized_shape):
+    if isinstance(normalized_shape, int):
+        return (normalized_shape,)
+    return tuple(normalized_shape)
+
+
+def _rows_ok(x, shape, *params):
+    k = len(shape)
+    return (
+        0 < k <= x.dim()
+        and tuple(x.shape[x.dim() - k:]) == shape
+        and all(p is None or tuple(p.shape) == shape for p in params)
+    )
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer normalization over the trailing ``normalized_shape`` axes, as
+    :func:`torch.nn.functional.layer_norm` (computed by :func:`fastnorm.layer_norm`).
+
+    Parameters
+    ----------
+    input : Tensor
+    normalized_shape : int or sequence of int
+        The trailing shape of ``input`` normalized together.
+    weight, bias : Tensor of shape ``normalized_shape``, optional
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    Tensor, input's shape and dtype (contiguous)
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> fnt.layer_norm(torch.tensor([[1.0, 2.0, 3.0]]), (3,), eps=0.0)
+    tensor([[-1.2247,  0.0000,  1.2247]])
+    """
+    shape = _shape_tuple(normalized_shape)
+    if not (_fast(input, weight, bias) and _rows_ok(input, shape, weight, bias)
+            and _eps_ok(eps)):
+        return F.layer_norm(input, shape, weight, bias, eps)
+    axis = input.dim() - len(shape)
+    if not _needs_grad(input, weight, bias):
+        x = input.contiguous()
+        y = _empty(x)
+        _fn.layer_norm(_np(x), _np(weight), _np(bias), axis=axis, eps=eps, out=_np(y))
+        return y
+    return _LayerNormFn.apply(input, weight, bias, axis, eps)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """RMS normalization over the trailing ``normalized_shape`` axes, as
+    :func:`torch.nn.functional.rms_norm` (``eps=None``: ``torch.finfo(input.dtype).eps``).
+
+    Returns
+    -------
+    Tensor, input's shape and dtype (contiguous)
+    """
+    shape = _shape_tuple(normalized_shape)
+    if not (_fast(input, weight) and _rows_ok(input, shape, weight)
+            and (eps is None or _eps_ok(eps))):
+        return F.rms_norm(input, shape, weight, eps)
+    if eps is None:
+        eps = torch.finfo(input.dtype).eps
+    axis = input.dim() - len(shape)
+    if not _needs_grad(input, weight):
+        x = input.contiguous()
+        y = _empty(x)
+        _fn.rms_norm(_np(x), _np(weight), axis=axis, eps=eps, out=_np(y))
+        return y
+    return _RMSNormFn.apply(input, weight, axis, eps)
+
+
+def _eps_ok(eps):
+    """eps fastnorm accepts (finite, >= 0); torch handles any other value its own way."""
+    return isinstance(eps, (int, float)) and 0.0 <= eps < float("inf")
+
+
+def _momentum_ok(momentum):
+    return isinstance(momentum, (int, float)) and 0.0 <= momentum <= 1.0
+
+
+def _channels_ok(x, *params):
+    return x.dim() >= 2 and all(p is None or tuple(p.shape) == (x.shape[1],) for p in params)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Batch normalization over every axis but the channel axis 1, as
+    :func:`torch.nn.functional.batch_norm`: in training, batch statistics, and the running
+    statistics (when given) updated in place; otherwise the running statistics.
+
+    Channels-last inputs are computed in their memory order and give a channels-last
+    output, without a copy.
+
+    Returns
+    -------
+    Tensor, input's shape, dtype and strides
+    """
+    x = input
+    ok = (
+        _fast(x, weight, bias)
+        and _channels_ok(x, weight, bias)
+        and (running_mean is None) == (running_var is None)
+        and _stat_ok(running_mean, x)
+        and _stat_ok(running_var, x)
+        and (training or running_mean is not None)
+        and _momentum_ok(momentum)
+        and _eps_ok(eps)
+        and not (training and x.numel() // x.shape[1] == 1)
+    )
+    if not ok:
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum,
+                            eps)
+    if not _needs_grad(x, weight, bias):
+        xv, perm, axis = _channel_layout(x, batch_first=False)
+        y = _empty(xv)
+        _fn.batch_norm(_np(xv), _np(weight), _np(bias), _np(running_mean), _np(running_var),
+                       training=training, momentum=momentum, eps=eps, axis=axis, out=_np(y))
+        return _back(y, perm)
+    return _BatchNormFn.apply(x, weight, bias, running_mean, running_var, bool(training),
+                              float(momentum), eps)
+
+
+def _group_call(x, weight, bias, num_groups, eps, running):
+    if not _needs_grad(x, weight, bias):
+        with torch.no_grad():
+            return _GroupNormFn.forward(_NoCtx(), x, weight, bias, num_groups, eps, running)
+    return _GroupNormFn.apply(x, weight, bias, num_groups, eps, running)
+
+
+class _NoCtx:
+    """Stands in for autograd's ctx when a forward runs outside autograd."""
+
+    def save_for_backward(self, *tensors):
+        pass
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalization, as :func:`torch.nn.functional.group_norm`: the channels of
+    axis 1 split into ``num_groups`` groups, each (sample, group) normalized alone.
+
+    Channels-last inputs are computed in their memory order, without a copy.
+
+    Returns
+    -------
+    Tensor, input's shape, dtype and strides
+    """
+    x = input
+    ok = (
+        _fast(x, weight, bias)
+        and _channels_ok(x, weight, bias)
+        and isinstance(num_groups, int)
+        and not isinstance(num_groups, bool)
+        and num_groups > 0
+        and x.shape[1] % num_groups == 0
+        and x.numel() // num_groups != 1
+        and _eps_ok(eps)
+    )
+    if not ok:
+        return F.group_norm(x, num_groups, weight, bias, eps)
+    return _group_call(x, weight, bias, num_groups, eps, None)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                  use_input_stats=True, momentum=0.1, eps=1e-5):
+    """Instance normalization, as :func:`torch.nn.functional.instance_norm`: each
+    (sample, channel) normalized over its positions. With ``use_input_stats`` and running
+    statistics, those are updated in place as torch does (the average over the samples of
+    a batch-norm update); with ``use_input_stats=False`` the running statistics normalize.
+
+    Returns
+    -------
+    Tensor, input's shape, dtype and strides
+    """
+    x = input
+    ok = (
+        _fast(x, weight, bias)
+        and _channels_ok(x, weight, bias)
+        and x.dim() >= 3
+        and (running_mean is None) == (running_var is None)
+        and _stat_ok(running_mean, x)
+        and _stat_ok(running_var, x)
+        and (use_input_stats or running_mean is not None)
+        and _momentum_ok(momentum)
+        and _eps_ok(eps)
+        and not (use_input_stats and x.numel() // (x.shape[0] * x.shape[1]) == 1)
+    )
+    if not ok:
+        return F.instance_norm(x, running_mean, running_var, weight, bias, use_input_stats,
+                               momentum, eps)
+    if not use_input_stats:  # the running statistics, per channel: batch norm's eval mode
+        return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+    running = None if running_mean is None else (running_mean, running_var, float(momentum))
+    return _group_call(x, weight, bias, None, eps, running)
+
+
+def l2_normalize(input, dim=-1, eps=1e-12):
+    """``input / max(‖input‖₂, eps)`` along ``dim``: :func:`fastnorm.l2_normalize` with
+    autograd; ``F.normalize(input, 2.0, dim, eps)``.
+
+    Returns
+    -------
+    Tensor, input's shape and dtype (contiguous)
+    """
+    if not (_fast(input) and isinstance(dim, int) and -input.dim() <= dim < input.dim()
+            and _eps_ok(eps)):
+        return F.normalize(input, 2.0, dim, eps)
+    dim %= input.dim()
+    if not _needs_grad(input):
+        x = input.contiguous()
+        y = _empty(x)
+        _fn.l2_normalize(_np(x), axis=dim, eps=eps, out=_np(y))
+        return y
+    return _L2NormalizeFn.apply(input, dim, eps)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """:func:`torch.nn.functional.normalize`; the Euclidean norm (``p=2``) is computed by
+    fastnorm, other norms by torch."""
+    if p != 2:
+        return F.normalize(input, p, dim, eps)
+    return l2_normalize(input, dim, eps)
+
+
+def weight_norm(v, g, dim=0):
+    """Weight normalization ``w = g · v / ‖v‖`` as ``torch._weight_norm(v, g, dim)``:
+    the norm over every axis of ``v`` but ``dim``; ``dim=-1`` (torch's code for
+    ``dim=None``) takes one norm over the whole of ``v``.
+
+    Returns
+    -------
+    Tensor, v's shape and dtype
+    """
+    ok = _fast(v, g) and isinstance(dim, int) and -1 <= dim < v.dim()
+    if ok and dim >= 0:
+        C = v.shape[dim]
+        ok = g.numel() == C and tuple(g.shape) in ((C,), tuple(
+            C if i == dim else 1 for i in range(v.dim())))
+    elif ok:
+        ok = g.numel() == 1
+    if not ok:
+        return torch._weight_norm(v, g, dim)
+    if dim == -1:
+        w = _WeightNormFn.apply(v.reshape(1, -1), g.reshape(1), 0)
+        return w.reshape(v.shape)
+    return _WeightNormFn.apply(v, g, dim)
+
+
+def cosine_norm(input, weight, eps=1e-12):
+    """Cosine normalization: ``y[n, m]`` is the cosine between row n of ``input`` (N, D)
+    and row m of ``weight`` (M, D), in [-1, 1] (:func:`fastnorm.cosine_norm`).
+
+    Returns
+    -------
+    Tensor (N, M)
+    """
+    ok = (_fast(input, weight) and input.dim() == 2 and weight.dim() == 2
+          and input.shape[1] == weight.shape[1] and weight.numel() > 0 and _eps_ok(eps))
+    if not ok:
+        y = F.normalize(input, 2.0, 1, eps) @ F.normalize(weight, 2.0, 1, eps).T
+        return y + (y.clamp(-1.0, 1.0) - y).detach()  # clip; gradient as the identity
+    return _CosineNormFn.apply(input, weight, eps)
+
+
+# ---------------------------------------------------------------------------------------
+# modules
+
+
+# Each forward stays compilable by torch.jit.script: the scripted module calls torch's
+# operator, and the fastnorm call sits in a method TorchScript skips (torch.jit.unused).
+
+
+class LayerNorm(nn.LayerNorm):
+    """:class:`torch.nn.LayerNorm` computed by fastnorm (see :func:`layer_norm`)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        return self._fastnorm(input)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor) -> torch.Tensor:
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(nn.RMSNorm):
+    """:class:`torch.nn.RMSNorm` computed by fastnorm (see :func:`rms_norm`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+        return self._fastnorm(x)
+
+    @torch.jit.unused
+    def _fastnorm(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+
+class GroupNorm(nn.GroupNorm):
+    """:class:`torch.nn.GroupNorm` computed by fastnorm (see :func:`group_norm`)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        return self._fastnorm(input)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor) -> torch.Tensor:
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class _BatchNormMixin:
+    """torch's _BatchNorm.forward, with fastnorm's batch_norm."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        factor = 0.0
+        if self.momentum is not None:
+            factor = self.momentum
+        if self.training and self.track_running_stats:
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+                if self.momentum is None:  # cumulative moving average
+                    factor = 1.0 / float(self.num_batches_tracked)
+        if self.training:
+            use_batch = True
+        else:
+            use_batch = (self.running_mean is None) and (self.running_var is None)
+        keep = not self.training or self.track_running_stats
+        rm = self.running_mean if keep else None
+        rv = self.running_var if keep else None
+        if torch.jit.is_scripting():
+            return F.batch_norm(input, rm, rv, self.weight, self.bias, use_batch, factor,
+                                self.eps)
+        return self._fastnorm(input, rm, rv, use_batch, factor)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor, rm: torch.Tensor | None,
+                  rv: torch.Tensor | None, use_batch: bool, factor: float) -> torch.Tensor:
+        return batch_norm(input, rm, rv, self.weight, self.bias, use_batch, factor, self.eps)
+
+
+class BatchNorm1d(_BatchNormMixin, nn.BatchNorm1d):
+    """:class:`torch.nn.BatchNorm1d` computed by fastnorm (see :func:`batch_norm`)."""
+
+
+class BatchNorm2d(_BatchNormMixin, nn.BatchNorm2d):
+    """:class:`torch.nn.BatchNorm2d` computed by fastnorm (see :func:`batch_norm`)."""
+
+
+class BatchNorm3d(_BatchNormMixin, nn.BatchNorm3d):
+    """:class:`torch.nn.BatchNorm3d` computed by fastnorm (see :func:`batch_norm`)."""
+
+
+class _InstanceNormMixin:
+    """torch's _InstanceNorm with fastnorm's instance_norm."""
+
+    def _apply_instance_norm(self, input: torch.Tensor) -> torch.Tensor:
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = 0.0
+        if self.momentum is not None:
+            momentum = self.momentum
+        if torch.jit.is_scripting():
+            return F.instance_norm(input, self.running_mean, self.running_var, self.weight,
+                                   self.bias, use_input_stats, momentum, self.eps)
+        return self._fastnorm(input, use_input_stats, momentum)
+
+    @torch.jit.unused
+    def _fastnorm(self, input: torch.Tensor, use_input_stats: bool,
+                  momentum: float) -> torch.Tensor:
+        return instance_norm(input, self.running_mean, self.running_var, self.weight,
+                             self.bias, use_input_stats, momentum, self.eps)
+
+
+class InstanceNorm1d(_InstanceNormMixin, nn.InstanceNorm1d):
+    """:class:`torch.nn.InstanceNorm1d` computed by fastnorm (see :func:`instance_norm`)."""
+
+
+class InstanceNorm2d(_InstanceNormMixin, nn.InstanceNorm2d):
+    """:class:`torch.nn.InstanceNorm2d` computed by fastnorm (see :func:`instance_norm`)."""
+
+
+class InstanceNorm3d(_InstanceNormMixin, nn.InstanceNorm3d):
+    """:class:`torch.nn.InstanceNorm3d` computed by fastnorm (see :func:`instance_norm`)."""
+
+
+_CONVERSIONS = {
+    nn.LayerNorm: LayerNorm,
+    nn.RMSNorm: RMSNorm,
+    nn.GroupNorm: GroupNorm,
+    nn.BatchNorm1d: BatchNorm1d,
+    nn.BatchNorm2d: BatchNorm2d,
+    nn.BatchNorm3d: BatchNorm3d,
+    nn.InstanceNorm1d: InstanceNorm1d,
+    nn.InstanceNorm2d: InstanceNorm2d,
+    nn.InstanceNorm3d: InstanceNorm3d,
+}
+
+
+def convert(module):
+    """Make every normalization layer of ``module`` (itself included) compute with
+    fastnorm, in place, and return ``module``.
+
+    Each :class:`torch.nn.LayerNorm`, ``RMSNorm``, ``BatchNorm1d/2d/3d``, ``GroupNorm`` and
+    ``InstanceNorm1d/2d/3d`` (exactly these classes, not subclasses of them, whose forward
+    may differ) becomes an instance of the fastnorm.torch subclass of the same name: the
+    same object, with the same Parameters, buffers (running statistics,
+    ``num_batches_tracked``), hooks and settings, so ``state_dict()``, ``repr`` and
+    ``isinstance`` checks are unchanged and an optimizer built before keeps working. Inputs
+    fastnorm does not compute (other devices or dtypes) still go to torch. Lazy modules
+    (``LazyBatchNorm2d``, ...) are converted once they have become their torch.nn class,
+    after their first forward; ``SyncBatchNorm`` is left alone.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+
+    Returns
+    -------
+    module
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    >>> fnt.convert(model)[1].__class__ is fnt.BatchNorm2d
+    True
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"convert expects a torch.nn.Module, got {type(module).__name__}")
+    for m in module.modules():
+        cls = _CONVERSIONS.get(type(m))
+        if cls is not None:
+            m.__class__ = cls
+    return module
+
+
+# ---------------------------------------------------------------------------------------
+# torch.distributed as a communicator
+
+
+class TorchDistributedComm:
+    """An mpi4py-style communicator over :mod:`torch.distributed` (any backend that runs
+    on CPU tensors, e.g. gloo), for code written against ``comm.allreduce`` /
+    ``comm.allgather`` with NumPy arrays.
+
+    Parameters
+    ----------
+    group : torch.distributed.ProcessGroup, optional
+        The process group (default: the world). ``torch.distributed`` must be initialized.
+
+    Examples
+    --------
+    >>> import torch.distributed as dist                      # doctest: +SKIP
+    >>> dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29500",
+    ...                         rank=rank, world_size=2)      # doctest: +SKIP
+    >>> comm = TorchDistributedComm()                         # doctest: +SKIP
+    >>> comm.allreduce(np.array([1.0, 2.0]))                   # doctest: +SKIP
+    array([2., 4.])
+    """
+
+    def __init__(self, group=None):
+        import torch.distributed as dist
+
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("torch.distributed is not initialized: call "
+                               "torch.distributed.init_process_group first")
+        self._dist = dist
+        self.group = group
+
+    @property
+    def rank(self):
+        return self._dist.get_rank(self.group)
+
+    @property
+    def size(self):
+        return self._dist.get_world_size(self.group)
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    @staticmethod
+    def _arrays(obj):
+        if isinstance(obj, (tuple, list)):
+            return [np.asarray(a) for a in obj], type(obj)
+        return [np.asarray(obj)], None
+
+    @staticmethod
+    def _pack(arrays, kind):
+        return arrays[0] if kind is None else kind(arrays)
+
+    def allreduce(self, obj):
+        """Elementwise sum over the ranks of a NumPy array, or of each array of a tuple or
+        list (one message per dtype); returns NumPy arrays of the same shapes and dtypes,
+        in a tuple or list like ``obj``."""
+        arrays, kind = self._arrays(obj)
+        out = [None] * len(arrays)
+        for dtype in dict.fromkeys(a.dtype for a in arrays):
+            idx = [i for i, a in enumerate(arrays) if a.dtype == dtype]
+            flat = np.concatenate([arrays[i].ravel() for i in idx])  # a new array
+            self._dist.all_reduce(torch.from_numpy(flat), op=self._dist.ReduceOp.SUM,
+                                  group=self.group)
+            start = 0
+            for i in idx:
+                n = arrays[i].size
+                out[i] = flat[start:start + n].reshape(arrays[i].shape)
+                start += n
+        return self._pack(out, kind)
+
+    def allgather(self, obj):
+        """Every rank's NumPy array (or tuple/list of arrays), in rank order. All ranks must
+        pass arrays of the same shapes and dtypes."""
+        arrays, kind = self._arrays(obj)
+        per_rank = [[] for _ in range(self.size)]
+        for a in arrays:
+            t = torch.from_numpy(np.ascontiguousarray(a))
+            parts = [torch.empty_like(t) for _ in range(self.size)]
+            self._dist.all_gather(parts, t, group=self.group)
+            for r, p in enumerate(parts):
+                per_rank[r].append(p.numpy())
+        return [self._pack(arrs, kind) for arrs in per_rank]
