@@ -59,9 +59,20 @@ __all__ = [
     "TorchDistributedComm",
 ]
 
+try:  # bfloat16 arrays on the NumPy side
+    import ml_dtypes as _ml_dtypes
+except ImportError:
+    _ml_dtypes = None
+
 # The one place that says which tensor dtypes fastnorm computes; everything else goes to
-# torch. Widen it when fastnorm gains more dtypes.
-FAST_DTYPES = frozenset({torch.float32, torch.float64})
+# torch. bfloat16 needs ml_dtypes (NumPy has no bfloat16 of its own).
+FAST_DTYPES = frozenset(
+    {torch.float32, torch.float64, torch.float16}
+    | ({torch.bfloat16} if _ml_dtypes is not None else set())
+)
+# Half-precision inputs also take float32 parameters and running statistics (mixed
+# precision; fastnorm computes them in float32 anyway).
+_HALF = (torch.float16, torch.bfloat16)
 
 _PLAIN_TYPES = (torch.Tensor, nn.Parameter)
 _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
@@ -86,21 +97,28 @@ def _tensor_ok(t, dtype):
     )
 
 
+def _param_ok(p, x):
+    """A parameter of x's dtype on the CPU, or of float32 for a half-precision x."""
+    return _tensor_ok(p, x.dtype) or (x.dtype in _HALF and _tensor_ok(p, torch.float32))
+
+
 def _fast(x, *params):
     """Whether fastnorm computes this call: a plain, non-empty CPU tensor of a FAST_DTYPES
-    dtype, and parameters (None allowed) of the same dtype on the CPU."""
+    dtype, and parameters (None allowed) of the same dtype (or float32, for half x) on the
+    CPU."""
     if not (_context_ok() and type(x) in _PLAIN_TYPES and x.dtype in FAST_DTYPES):
         return False
     if not _tensor_ok(x, x.dtype) or x.numel() == 0:
         return False
-    return all(p is None or _tensor_ok(p, x.dtype) for p in params)
+    return all(p is None or _param_ok(p, x) for p in params)
 
 
 def _stat_ok(r, x):
     """A running statistic fastnorm can update in place: None, or a contiguous (C,) CPU
-    tensor of x's dtype."""
+    tensor of x's dtype (float32 for a half-precision x: fastnorm keeps running statistics
+    in float32 or float64)."""
     return r is None or (
-        _tensor_ok(r, x.dtype)
+        _tensor_ok(r, torch.float32 if x.dtype in _HALF else x.dtype)
         and tuple(r.shape) == (x.shape[1],)
         and r.is_contiguous()
         and not r.requires_grad
@@ -108,15 +126,24 @@ def _stat_ok(r, x):
 
 
 def _np(t):
-    """The NumPy view of a CPU tensor (shares its memory), or None."""
+    """The NumPy view of a CPU tensor (shares its memory), or None. bfloat16 is viewed
+    through its bits as ml_dtypes.bfloat16."""
     if t is None:
         return None
-    return t.detach().numpy() if t.requires_grad else t.numpy()
+    if t.requires_grad:
+        t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_ml_dtypes.bfloat16)
+    return t.numpy()
 
 
 def _tensor(a):
     """A tensor on a NumPy array's memory (no copy)."""
-    return None if a is None else torch.from_numpy(a)
+    if a is None:
+        return None
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def _needs_grad(*tensors):

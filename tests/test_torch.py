@@ -366,17 +366,87 @@ def _forbid_fastnorm(monkeypatch):
             monkeypatch.setattr(fastnorm, name, boom)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_fallback_dtypes(monkeypatch, dtype):
-    _forbid_fastnorm(monkeypatch)
-    x = torch.randn(4, 6, 5).to(dtype).requires_grad_()
-    w = torch.randn(6).to(dtype)
-    assert torch.equal(fnt.group_norm(x, 3, w), F.group_norm(x, 3, w))
-    assert torch.equal(fnt.layer_norm(x, (5,)), F.layer_norm(x, (5,)))
-    assert torch.equal(fnt.batch_norm(x, None, None, w, None, True),
-                       F.batch_norm(x, None, None, w, None, True))
-    fnt.layer_norm(x, (5,)).sum().backward()
-    assert x.grad is not None
+HALF = [pytest.param(torch.float16, id="float16"),
+        pytest.param(torch.bfloat16, id="bfloat16",
+                     marks=pytest.mark.skipif(fnt._ml_dtypes is None,
+                                              reason="bfloat16 needs ml_dtypes"))]
+
+
+def _half_close(a, b, dtype, what):
+    """a (fastnorm) and b (torch) of the same dtype within a few units of it."""
+    assert a.dtype == b.dtype, what
+    unit = 2.0**-10 if dtype == torch.float16 else 2.0**-7
+    a, b = a.double(), b.double()
+    scale = max(1.0, b.abs().max().item())
+    assert torch.allclose(a, b, rtol=2 * unit, atol=2 * unit * scale), what
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_goes_to_fastnorm(dtype):
+    """float16/bfloat16 tensors are computed by fastnorm (zero-copy; bfloat16 through
+    ml_dtypes), in float32, and match torch's own ops; parameter gradients come back in
+    the parameters' dtype."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 10).to(dtype).requires_grad_()
+    w = (1 + 0.1 * torch.randn(6)).to(dtype).requires_grad_()
+    b = torch.randn(6).to(dtype).requires_grad_()
+    wl = (1 + 0.1 * torch.randn(10)).to(dtype).requires_grad_()
+    dy = torch.randn(4, 6, 10).to(dtype)
+    cases = [
+        ("layer_norm", lambda m, x: m.layer_norm(x, (10,), wl, None), [x, wl]),
+        ("rms_norm", lambda m, x: m.rms_norm(x, (10,), wl), [x, wl]),
+        ("batch_norm", lambda m, x: m.batch_norm(x, None, None, w, b, True), [x, w, b]),
+        ("group_norm", lambda m, x: m.group_norm(x, 3, w, b), [x, w, b]),
+        ("instance_norm", lambda m, x: m.instance_norm(x, weight=w, bias=b), [x, w, b]),
+        ("normalize", lambda m, x: m.normalize(x, dim=-1), [x]),
+    ]
+    for name, f, inputs in cases:
+        got = f(fnt, x)
+        want = f(F, x)
+        assert got.dtype == dtype
+        _half_close(got, want, dtype, name)
+        g_got = torch.autograd.grad(got, inputs, dy)
+        g_want = torch.autograd.grad(want, inputs, dy)
+        for a, e, t in zip(g_got, g_want, inputs, strict=True):
+            assert a.dtype == t.dtype
+            _half_close(a, e, dtype, f"{name} gradient")
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_precision_calls_fastnorm_without_copies(monkeypatch, dtype):
+    seen = []
+    real = fastnorm.layer_norm
+
+    def spy(x, *a, **k):
+        seen.append(x)
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(fastnorm, "layer_norm", spy)
+    x = torch.randn(5, 8).to(dtype)
+    y = fnt.layer_norm(x, (8,))
+    assert len(seen) == 1 and seen[0].dtype.itemsize == 2
+    assert seen[0].ctypes.data == x.data_ptr()  # a view of x, not a copy
+    assert y.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_half_batch_norm_module_with_float32_running_stats(dtype):
+    """A BatchNorm2d kept in float32 (parameters, running statistics) on half inputs,
+    as mixed-precision training does: fastnorm updates the float32 statistics."""
+    torch.manual_seed(1)
+    ref = nn.BatchNorm2d(6)
+    mod = fnt.convert(copy.deepcopy(ref))
+    x = torch.randn(4, 6, 5, 5).to(dtype)
+    try:
+        want = ref(x)
+    except RuntimeError:
+        pytest.skip("this torch build has no mixed-dtype batch norm")
+    got = mod(x)
+    assert got.dtype == want.dtype
+    _half_close(got, want.to(got.dtype), dtype, "output")
+    for name in ("running_mean", "running_var"):
+        _close(getattr(mod, name), getattr(ref, name), msg=name)
+    assert mod.num_batches_tracked == ref.num_batches_tracked
 
 
 def test_fallback_meta_device(monkeypatch):
