@@ -3,6 +3,8 @@
 Every function here takes arrays that fastnorm._api has already validated: C-contiguous,
 of the kernel's dtype, of consistent sizes, writeable outputs (optional ones may be None).
 They release the GIL around the C call and turn a status code into an exception.
+The *_fast functions at the end are the exception: they take a public function's own
+arguments and run its kernel only where C-level checks prove the call valid (see there).
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t
