@@ -138,3 +138,30 @@ def batch_norm_bwd_apply(
     C: int,
     B: int,
 ) -> None: ...
+
+# The fast path for the common call: the public function's result, or None where its full
+# path must judge the arguments.
+def layer_norm_fast(
+    x: object, weight: object, bias: object, axis: object, eps: object, return_stats: object
+) -> Any: ...
+def rms_norm_fast(
+    x: object, weight: object, axis: object, eps: object, return_stats: object
+) -> Any: ...
+def layer_norm_bwd_fast(
+    dy: object, x: object, mean: object, rstd: object, weight: object, axis: object
+) -> tuple[_A, _A | None, _A] | None: ...
+def rms_norm_bwd_fast(
+    dy: object, x: object, rstd: object, weight: object, axis: object
+) -> tuple[_A, _A | None] | None: ...
+def batch_norm_fast(
+    x: object,
+    weight: object,
+    bias: object,
+    running_mean: object,
+    running_var: object,
+    training: object,
+    momentum: object,
+    eps: object,
+    axis: object,
+    return_stats: object,
+) -> Any: ...

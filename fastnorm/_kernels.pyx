@@ -3,6 +3,8 @@
 Every function here takes arrays that fastnorm._api has already validated: C-contiguous,
 of the kernel's dtype, of consistent sizes, writeable outputs (optional ones may be None).
 They release the GIL around the C call and turn a status code into an exception.
+The *_fast functions at the end are the exception: they take a public function's own
+arguments and run its kernel only where C-level checks prove the call valid (see there).
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t
@@ -565,3 +567,332 @@ def batch_norm_bwd_apply(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.nd
                                               <float *>pm, <float *>pr, <float *>pw, ps1,
                                               ps2, count, <fn_bfloat16 *>pdx, A, C, B)
     _check(st)
+
+
+# ---- fast path for the common call -------------------------------------------------
+#
+# A call of a few hundred elements costs more in Python argument checking than in the
+# kernel. The *_fast functions below take the public function's arguments as they came and
+# run the kernel only when C-level checks prove the call is the common, valid one: base-class
+# ndarrays of the canonical native float32/float64 dtype, C-contiguous and aligned,
+# parameters of x's dtype and exact shape, an int axis in range, Python float eps (and
+# momentum) in range, no empty input. For anything else they return None and the caller
+# takes its full path in Python, which stays the one place where input is judged and errors
+# are raised. The results are those of that path: the same kernels on the same arrays.
+
+from cpython.long cimport PyLong_AsLongAndOverflow
+from libc.math cimport INFINITY
+
+cdef object _F32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT32)
+cdef object _F64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
+
+
+cdef inline int _fast_kind(object a):
+    """0 (float32) or 1 (float64) for an array the kernels can read in place, else -1."""
+    if type(a) is not cnp.ndarray:
+        return -1
+    if not cnp.PyArray_CHKFLAGS(<cnp.ndarray>a,
+                                cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED):
+        return -1
+    cdef object d = <object>cnp.PyArray_DESCR(<cnp.ndarray>a)
+    if d is _F32:
+        return 0
+    if d is _F64:
+        return 1
+    return -1
+
+
+cdef inline bint _fast_like(object a, int kind, int nd, cnp.npy_intp *dims):
+    """Whether `a` is an in-place readable array of dtype `kind` and shape dims[:nd]."""
+    if _fast_kind(a) != kind or cnp.PyArray_NDIM(<cnp.ndarray>a) != nd:
+        return False
+    cdef cnp.npy_intp *ad = cnp.PyArray_DIMS(<cnp.ndarray>a)
+    cdef int i
+    for i in range(nd):
+        if ad[i] != dims[i]:
+            return False
+    return True
+
+
+cdef inline bint _fast_param(object p, int kind, int nd, cnp.npy_intp *dims):
+    return p is None or _fast_like(p, kind, nd, dims)
+
+
+cdef inline int _fast_axis(object axis, int nd):
+    """`axis` made non-negative when it is an int in [-nd, nd), else -1."""
+    cdef int overflow = 0
+    cdef long a
+    if type(axis) is not int:
+        return -1
+    a = PyLong_AsLongAndOverflow(axis, &overflow)
+    if overflow:
+        return -1
+    if a < 0:
+        a += nd
+    if a < 0 or a >= nd:
+        return -1
+    return <int>a
+
+
+cdef inline int _fast_real(object v, double lo, double hi, bint hi_open, double *res):
+    """1 with *res set when `v` is a Python float in [lo, hi] ([lo, hi) if hi_open)."""
+    if type(v) is not float:
+        return 0
+    cdef double d = <double>v
+    if not (d >= lo) or d > hi or (hi_open and d == hi):
+        return 0
+    res[0] = d
+    return 1
+
+
+cdef inline int _fast_flag(object v):
+    """1 / 0 for the objects True / False, -1 for anything else."""
+    if v is True:
+        return 1
+    if v is False:
+        return 0
+    return -1
+
+
+cdef inline int64_t _prod(cnp.npy_intp *dims, int n):
+    cdef int64_t p = 1
+    cdef int i
+    for i in range(n):
+        p *= dims[i]
+    return p
+
+
+cdef inline object _empty(int nd, cnp.npy_intp *dims, int kind):
+    return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT64 if kind else cnp.NPY_FLOAT32, 0)
+
+
+def layer_norm_fast(x, weight, bias, axis, eps, return_stats):
+    """fastnorm.layer_norm(x, weight, bias, axis=axis, eps=eps, return_stats=return_stats)
+    for the common call, or None."""
+    cdef int kind = _fast_kind(x)
+    if kind < 0:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef int ax = _fast_axis(axis, nd)
+    cdef int stats = _fast_flag(return_stats)
+    cdef double e = 0.0
+    if ax < 0 or stats < 0 or not _fast_real(eps, 0.0, INFINITY, True, &e):
+        return None
+    cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
+    if M * K == 0:
+        return None
+    if not (_fast_param(weight, kind, nd - ax, dims + ax)
+            and _fast_param(bias, kind, nd - ax, dims + ax)):
+        return None
+    y = _empty(nd, dims, kind)
+    mean = _empty(ax, dims, kind) if stats else None
+    rstd = _empty(ax, dims, kind) if stats else None
+    cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef void *pw = _p(weight)
+    cdef void *pb = _p(bias)
+    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    cdef int st
+    if kind == 0:
+        with nogil:
+            st = fn_layer_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
+                                       <float *>pm, <float *>pr, M, K, e)
+    else:
+        with nogil:
+            st = fn_layer_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
+                                       <double *>py, <double *>pm, <double *>pr, M, K, e)
+    _check(st)
+    return (y, mean, rstd) if stats else y
+
+
+def rms_norm_fast(x, weight, axis, eps, return_stats):
+    """fastnorm.rms_norm(x, weight, axis=axis, eps=eps, return_stats=return_stats) for the
+    common call, or None."""
+    cdef int kind = _fast_kind(x)
+    if kind < 0:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef int ax = _fast_axis(axis, nd)
+    cdef int stats = _fast_flag(return_stats)
+    cdef double e = 0.0
+    if ax < 0 or stats < 0 or not _fast_real(eps, 0.0, INFINITY, True, &e):
+        return None
+    cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
+    if M * K == 0 or not _fast_param(weight, kind, nd - ax, dims + ax):
+        return None
+    y = _empty(nd, dims, kind)
+    rstd = _empty(ax, dims, kind) if stats else None
+    cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef void *pw = _p(weight)
+    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef void *pr = _p(rstd)
+    cdef int st
+    if kind == 0:
+        with nogil:
+            st = fn_rms_norm_fwd_f32(<float *>px, <float *>pw, <float *>py, <float *>pr,
+                                     M, K, e)
+    else:
+        with nogil:
+            st = fn_rms_norm_fwd_f64(<double *>px, <double *>pw, <double *>py,
+                                     <double *>pr, M, K, e)
+    _check(st)
+    return (y, rstd) if stats else y
+
+
+def layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis):
+    """fastnorm.layer_norm_backward(dy, x, mean, rstd, weight, axis=axis) for the common
+    call, or None."""
+    cdef int kind = _fast_kind(x)
+    if kind < 0:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef int ax = _fast_axis(axis, nd)
+    if ax < 0:
+        return None
+    cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
+    if M * K == 0:
+        return None
+    if not (_fast_like(dy, kind, nd, dims) and _fast_like(mean, kind, ax, dims)
+            and _fast_like(rstd, kind, ax, dims)
+            and _fast_param(weight, kind, nd - ax, dims + ax)):
+        return None
+    dx = _empty(nd, dims, kind)
+    dweight = None if weight is None else _empty(nd - ax, dims + ax, kind)
+    dbias = _empty(nd - ax, dims + ax, kind)
+    cdef void *pdy = cnp.PyArray_DATA(<cnp.ndarray>dy)
+    cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef void *pm = cnp.PyArray_DATA(<cnp.ndarray>mean)
+    cdef void *pr = cnp.PyArray_DATA(<cnp.ndarray>rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = cnp.PyArray_DATA(<cnp.ndarray>dx)
+    cdef void *pdw = _p(dweight)
+    cdef void *pdb = cnp.PyArray_DATA(<cnp.ndarray>dbias)
+    cdef int st
+    if kind == 0:
+        with nogil:
+            st = fn_layer_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
+                                       <float *>pw, <float *>pdx, <float *>pdw,
+                                       <float *>pdb, M, K)
+    else:
+        with nogil:
+            st = fn_layer_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
+                                       <double *>pr, <double *>pw, <double *>pdx,
+                                       <double *>pdw, <double *>pdb, M, K)
+    _check(st)
+    return dx, dweight, dbias
+
+
+def rms_norm_bwd_fast(dy, x, rstd, weight, axis):
+    """fastnorm.rms_norm_backward(dy, x, rstd, weight, axis=axis) for the common call, or
+    None."""
+    cdef int kind = _fast_kind(x)
+    if kind < 0:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef int ax = _fast_axis(axis, nd)
+    if ax < 0:
+        return None
+    cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
+    if M * K == 0:
+        return None
+    if not (_fast_like(dy, kind, nd, dims) and _fast_like(rstd, kind, ax, dims)
+            and _fast_param(weight, kind, nd - ax, dims + ax)):
+        return None
+    dx = _empty(nd, dims, kind)
+    dweight = None if weight is None else _empty(nd - ax, dims + ax, kind)
+    cdef void *pdy = cnp.PyArray_DATA(<cnp.ndarray>dy)
+    cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef void *pr = cnp.PyArray_DATA(<cnp.ndarray>rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = cnp.PyArray_DATA(<cnp.ndarray>dx)
+    cdef void *pdw = _p(dweight)
+    cdef int st
+    if kind == 0:
+        with nogil:
+            st = fn_rms_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pr, <float *>pw,
+                                     <float *>pdx, <float *>pdw, M, K)
+    else:
+        with nogil:
+            st = fn_rms_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pr,
+                                     <double *>pw, <double *>pdx, <double *>pdw, M, K)
+    _check(st)
+    return dx, dweight
+
+
+cdef inline int _fast_running(object r, int nd, cnp.npy_intp *dims):
+    """0 / 1 (float32 / float64) for a running statistic the kernel may update in place:
+    writeable, of shape (C,); -1 otherwise. Its dtype may differ from x's."""
+    cdef int kind = _fast_kind(r)
+    if kind < 0 or not _fast_like(r, kind, nd, dims):
+        return -1
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>r):
+        return -1
+    return kind
+
+
+def batch_norm_fast(x, weight, bias, running_mean, running_var, training, momentum, eps,
+                    axis, return_stats):
+    """fastnorm.batch_norm(x, weight, bias, running_mean, running_var, training=training,
+    momentum=momentum, eps=eps, axis=axis, return_stats=return_stats) for the common call,
+    or None."""
+    cdef int kind = _fast_kind(x)
+    if kind < 0:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+    if nd < 2:
+        return None
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef int ax = _fast_axis(axis, nd)
+    cdef int train = _fast_flag(training)
+    cdef int stats = _fast_flag(return_stats)
+    cdef double e = 0.0, m = 0.0
+    if (ax < 0 or train < 0 or stats < 0 or not _fast_real(eps, 0.0, INFINITY, True, &e)
+            or not _fast_real(momentum, 0.0, 1.0, False, &m)):
+        return None
+    cdef int64_t A = _prod(dims, ax), C = dims[ax], B = _prod(dims + ax + 1, nd - ax - 1)
+    if A * B == 0 or C == 0 or (train and A * B == 1):
+        return None
+    if not (_fast_param(weight, kind, 1, dims + ax) and _fast_param(bias, kind, 1, dims + ax)):
+        return None
+    cdef int rk = -1, rvk = -1
+    if running_mean is not None:
+        rk = _fast_running(running_mean, 1, dims + ax)
+        if rk < 0:
+            return None
+    if running_var is not None:
+        rvk = _fast_running(running_var, 1, dims + ax)
+        if rvk < 0 or (rk >= 0 and rk != rvk):
+            return None
+        rk = rvk
+    if not train and (running_mean is None or running_var is None):
+        return None
+    y = _empty(nd, dims, kind)
+    mean = _empty(1, dims + ax, kind) if stats else None
+    rstd = _empty(1, dims + ax, kind) if stats else None
+    cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef void *pw = _p(weight)
+    cdef void *pb = _p(bias)
+    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    cdef void *prm = _p(running_mean)
+    cdef void *prv = _p(running_var)
+    cdef int r64 = rk == 1
+    cdef int st
+    if kind == 0:
+        with nogil:
+            st = fn_batch_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
+                                       <float *>pm, <float *>pr, prm, prv, r64,
+                                       A, C, B, e, m, train)
+    else:
+        with nogil:
+            st = fn_batch_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
+                                       <double *>py, <double *>pm, <double *>pr,
+                                       prm, prv, r64, A, C, B, e, m, train)
+    _check(st)
+    return (y, mean, rstd) if stats else y

@@ -83,6 +83,10 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     >>> fastnorm.layer_norm(x, eps=0.0)[0].round(4)
     array([-1.2247,  0.    ,  1.2247])
     """
+    if out is None:
+        r = _kernels.layer_norm_fast(x, weight, bias, axis, eps, return_stats)
+        if r is not None:
+            return r
     x = as_input(x)
     dtype = x.dtype
     sdtype = stat_dtype(dtype)
@@ -134,6 +138,9 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     dweight : ndarray of shape ``x.shape[axis:]``, or None when weight is None
     dbias : ndarray of shape ``x.shape[axis:]``
     """
+    r = _kernels.layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis)
+    if r is not None:
+        return r
     x = as_input(x)
     dtype = x.dtype
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)
@@ -184,6 +191,10 @@ def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False)
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0).round(4)
     array([0.8485, 1.1314])
     """
+    if out is None:
+        r = _kernels.rms_norm_fast(x, weight, axis, eps, return_stats)
+        if r is not None:
+            return r
     x = as_input(x)
     dtype = x.dtype
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)
@@ -214,6 +225,9 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     dx : ndarray, x's shape and dtype
     dweight : ndarray of shape ``x.shape[axis:]``, or None when weight is None
     """
+    r = _kernels.rms_norm_bwd_fast(dy, x, rstd, weight, axis)
+    if r is not None:
+        return r
     x = as_input(x)
     dtype = x.dtype
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)

@@ -3,6 +3,11 @@
 Each helper either returns an array ready for the C kernels (native-endian, aligned,
 C-contiguous, of the computing dtype) or raises TypeError / ValueError / AxisError
 with a message that says what was expected and what was received.
+
+layer_norm, rms_norm, their backward passes and batch_norm first offer their arguments to
+a fast path in C (fastnorm._kernels.*_fast) that runs the kernel only for calls it can prove
+valid and of the common kind, and otherwise declines, leaving the call to these checks: an
+error is always raised from here.
 """
 
 import math
