@@ -752,12 +752,35 @@ _DIST_WORKER = textwrap.dedent("""
     assert isinstance(gt[1], tuple)
     np.testing.assert_array_equal(gt[1][1], np.ones((2, 2)))
     np.testing.assert_array_equal(gt[0][0], [0.0])
+
+    # synchronized batch norm over gloo: each rank's part of one global batch (3 + 5
+    # samples) gives what batch_norm gives on the whole batch
+    import fastnorm
+    from fastnorm.distributed import sync_batch_norm, sync_batch_norm_backward
+    rng = np.random.default_rng(7)
+    X = 2.0 + rng.standard_normal((8, 4, 5, 5))
+    DY = rng.standard_normal(X.shape)
+    w, b = 1.0 + rng.random(4), rng.standard_normal(4)
+    part = slice(0, 3) if rank == 0 else slice(3, 8)
+    rm, rv = np.zeros(4), np.ones(4)
+    y, mean, rstd = sync_batch_norm(X[part], w, b, rm, rv, comm=comm, return_stats=True)
+    dx, dw, db = sync_batch_norm_backward(DY[part], X[part], mean, rstd, w, comm=comm)
+    RM, RV = np.zeros(4), np.ones(4)
+    Y, M, R = fastnorm.batch_norm(X, w, b, RM, RV, return_stats=True)
+    DX, DW, DB = fastnorm.batch_norm_backward(DY, X, M, R, w)
+    np.testing.assert_allclose(y, Y[part], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, DX[part], rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(rm, RM, rtol=1e-12)
+    np.testing.assert_allclose(rv, RV, rtol=1e-12)
+    total_dw = comm.allreduce(dw)  # the data-parallel gradient all-reduce
+    np.testing.assert_allclose(total_dw, DW, rtol=1e-11, atol=1e-11)
     dist.destroy_process_group()
     print("ok", rank)
 """)
 
 
 def test_torch_distributed_comm(tmp_path):
+    """The gloo adapter's collectives, and fastnorm.distributed.sync_batch_norm over it."""
     pytest.importorskip("torch.distributed")
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed not available")
