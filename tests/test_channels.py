@@ -1440,7 +1440,9 @@ def test_channels_last_float_paths_match_reference(shape):
         dy[..., 1] = 0.0  # a channel with no gradient: its float sums fall back to double
         dy = dy.astype(F32)
         dx, dw, db = fn.batch_norm_backward(dy, x, mean, rstd, w, axis=-1)
-        edx, edw, edb = ref.batch_norm_backward(f64(dy), f64(x), f64(mean), f64(rstd), f64(w), axis=-1)
+        edx, edw, edb = ref.batch_norm_backward(
+            f64(dy), f64(x), f64(mean), f64(rstd), f64(w), axis=-1
+        )
         assert_close(dx, edx, F32, "grad", name)
         assert_close(dw, edw, F32, "grad", name)
         assert_close(db, edb, F32, "grad", name)

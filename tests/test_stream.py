@@ -114,8 +114,13 @@ def test_group_rows_streaming_matches(streaming, dtype, shape, G):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("shape", "axis"),
-    [((3, 5, 7, 64), -1), ((2, 9, 11, 3), -1), ((2, 4, 5, 1100), -1), ((2, 6, 3, 70), 1),
-     ((4, 33, 1, 17), 1)],
+    [
+        ((3, 5, 7, 64), -1),
+        ((2, 9, 11, 3), -1),
+        ((2, 4, 5, 1100), -1),
+        ((2, 6, 3, 70), 1),
+        ((4, 33, 1, 17), 1),
+    ],
 )
 def test_channels_streaming_matches(streaming, dtype, shape, axis):
     """batch_norm (training and eval) and channels-last group_norm, every layout the
@@ -142,9 +147,13 @@ def test_channels_streaming_matches(streaming, dtype, shape, axis):
     expected = ref.batch_norm(x64, w64, b64, axis=axis)
     assert_close(streamed[0], expected, dtype)
     assert_close(streamed[5], expected, dtype)
-    assert_close(streamed[3], ref.batch_norm(x64, w64, b64, rm.astype(np.float64),
-                                             rv.astype(np.float64), training=False, axis=axis),
-                 dtype)
+    assert_close(
+        streamed[3],
+        ref.batch_norm(
+            x64, w64, b64, rm.astype(np.float64), rv.astype(np.float64), training=False, axis=axis
+        ),
+        dtype,
+    )
     assert_close(streamed[4], ref.group_norm(x64, G, w64, b64, axis=axis), dtype)
 
 
