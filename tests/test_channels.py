@@ -1404,3 +1404,72 @@ def test_hypothesis_running_stats(case, momentum):
     ref.batch_norm(f64(x), None, None, erm, erv, axis=axis, momentum=momentum)
     assert_close(rm, erm, dtype, "stat")
     assert_close(rv, erv, dtype, "stat")
+
+
+# ---- channels-last float paths: shifts from the first rows, float sums and their fallbacks
+
+
+def _nhwc_patterns(rng, shape):
+    """float32 channels-last inputs that defeat the float fast paths: the first rows of the
+    batch far from the rest (the statistics' shift comes from a tile's first rows), a steep
+    trend on a large offset, channels of tiny spread, one constant channel."""
+    n, h, w, c = shape
+    base = rng.standard_normal(shape)
+    outliers = base.copy()
+    outliers.reshape(-1, c)[:16] += 1e6
+    trend = 1e4 + np.linspace(0.0, 50.0, n * h * w).reshape(n, h, w, 1) + 0.1 * base
+    tiny = base * np.where(np.arange(c) % 2 == 0, 1e-3, 1.0)
+    tiny[..., 0] = 7.25
+    return {"outliers": outliers, "trend": trend, "tiny": tiny}
+
+
+@pytest.mark.parametrize("shape", [(4, 24, 32, 64), (2, 40, 40, 3), (2, 9, 14, 256)], ids=str)
+def test_channels_last_float_paths_match_reference(shape):
+    rng = rng_for("nhwc-float", shape)
+    c = shape[-1]
+    w = rng.uniform(0.5, 2.0, c).astype(F32)
+    b = rng.standard_normal(c).astype(F32)
+    for name, x in _nhwc_patterns(rng, shape).items():
+        x = x.astype(F32)
+        y, mean, rstd = fn.batch_norm(x, w, b, axis=-1, return_stats=True)
+        ey, emean, erstd = ref.batch_norm(f64(x), f64(w), f64(b), axis=-1, return_stats=True)
+        assert_close(y, ey, F32, "fwd", name)
+        assert_close(mean, emean, F32, "stat", name)
+        assert_close(rstd, erstd, F32, "stat", name)
+        dy = rng.standard_normal(shape)
+        dy[..., 1] = 0.0  # a channel with no gradient: its float sums fall back to double
+        dy = dy.astype(F32)
+        dx, dw, db = fn.batch_norm_backward(dy, x, mean, rstd, w, axis=-1)
+        edx, edw, edb = ref.batch_norm_backward(
+            f64(dy), f64(x), f64(mean), f64(rstd), f64(w), axis=-1
+        )
+        assert_close(dx, edx, F32, "grad", name)
+        assert_close(dw, edw, F32, "grad", name)
+        assert_close(db, edb, F32, "grad", name)
+        g = 1 if c % 4 else 4
+        y, mean, rstd = fn.group_norm(x, g, w, b, axis=-1, return_stats=True)
+        ey, emean, erstd = ref.group_norm(f64(x), g, f64(w), f64(b), axis=-1, return_stats=True)
+        assert_close(y, ey, F32, "fwd", name)
+        assert_close(mean, emean, F32, "stat", name)
+        assert_close(rstd, erstd, F32, "stat", name)
+
+
+@pytest.mark.parametrize("axis", [1, -1])
+def test_float_forward_falls_back_to_double_out_of_range(axis):
+    """Variance below the float path's range (subnormal spread), huge values in eval mode:
+    the forward computes those in double and still matches the reference."""
+    rng = rng_for("float-range", axis)
+    shape = (3, 5, 8, 70) if axis == -1 else (3, 70, 8, 8)
+    c = shape[axis]
+    x = (1e-33 * rng.standard_normal(shape)).astype(F32)
+    y, mean, rstd = fn.batch_norm(x, axis=axis, eps=0.0, return_stats=True)
+    ey, emean, erstd = ref.batch_norm(f64(x), axis=axis, eps=0.0, return_stats=True)
+    assert_close(y, ey, F32, "fwd")
+    assert_close(rstd, erstd, F32, "stat")
+    big = (3e37 * rng.standard_normal(shape)).astype(F32)
+    rm = np.full(c, -1e37, F32)
+    rv = np.full(c, 4.0, F32)
+    b = np.full(c, 1e36, F32)
+    y = fn.batch_norm(big, None, b, rm, rv, training=False, axis=axis)
+    ey = ref.batch_norm(f64(big), None, f64(b), f64(rm), f64(rv), training=False, axis=axis)
+    assert_close(y, ey, F32, "fwd")

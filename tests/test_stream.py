@@ -111,6 +111,52 @@ def test_group_rows_streaming_matches(streaming, dtype, shape, G):
                  dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [
+        ((3, 5, 7, 64), -1),
+        ((2, 9, 11, 3), -1),
+        ((2, 4, 5, 1100), -1),
+        ((2, 6, 3, 70), 1),
+        ((4, 33, 1, 17), 1),
+    ],
+)
+def test_channels_streaming_matches(streaming, dtype, shape, axis):
+    """batch_norm (training and eval) and channels-last group_norm, every layout the
+    normalization pass has (channels-last rows, short rows, long rows, spans)."""
+    rng = np.random.default_rng(shape[-1] + shape[1])
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    C = shape[axis]
+    w, b = rng.standard_normal(C).astype(dtype), rng.standard_normal(C).astype(dtype)
+    rm, rv = rng.standard_normal(C).astype(dtype), rng.uniform(0.5, 2, C).astype(dtype)
+    G = 1 if C % 2 else 2
+
+    def call():
+        out = _out_off_line(shape, dtype)
+        y, m, r = fn.batch_norm(x, w, b, axis=axis, out=out, return_stats=True)
+        ye = fn.batch_norm(x, w, b, rm, rv, training=False, axis=axis)
+        yg = fn.group_norm(x, G, w, b, axis=axis)
+        xi = x.copy()
+        fn.batch_norm(xi, w, b, axis=axis, out=xi)  # in place: never streamed
+        return (out.copy(), m, r, ye, yg, xi)
+
+    plain, streamed = streaming(call)
+    _same(plain, streamed)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    expected = ref.batch_norm(x64, w64, b64, axis=axis)
+    assert_close(streamed[0], expected, dtype)
+    assert_close(streamed[5], expected, dtype)
+    assert_close(
+        streamed[3],
+        ref.batch_norm(
+            x64, w64, b64, rm.astype(np.float64), rv.astype(np.float64), training=False, axis=axis
+        ),
+        dtype,
+    )
+    assert_close(streamed[4], ref.group_norm(x64, G, w64, b64, axis=axis), dtype)
+
+
 def test_stream_threshold_round_trip():
     old = _kernels.get_stream_bytes()
     try:
