@@ -90,6 +90,38 @@ def _running(r, name, C):
     return r
 
 
+def _bn_args(x, weight, bias, running_mean, running_var, axis, eps, momentum):
+    """batch_norm's checked arguments (also sync_batch_norm's): x as an array, its (A, C,
+    B) layout, eps, momentum, weight and bias in the statistics' dtype, and the running
+    statistics (None or writeable contiguous float32/float64 arrays of one dtype)."""
+    x = as_input(x)
+    A, C, B = _bn_layout(x, axis)
+    eps = check_eps(eps)
+    momentum = _check_momentum(momentum)
+    sdtype = stat_dtype(x.dtype)
+    weight = as_param(weight, "weight", (C,), sdtype)
+    bias = as_param(bias, "bias", (C,), sdtype)
+    rm = _running(running_mean, "running_mean", C)
+    rv = _running(running_var, "running_var", C)
+    if rm is not None and rv is not None and rm.dtype != rv.dtype:
+        raise TypeError(f"running_mean and running_var must have the same dtype, got "
+                        f"{rm.dtype} and {rv.dtype}")
+    return x, (A, C, B), eps, momentum, weight, bias, rm, rv
+
+
+def _bn_grad_args(dy, x, mean, rstd, weight, axis):
+    """batch_norm_backward's checked arguments (also sync_batch_norm_backward's): x, its
+    (A, C, B) layout, dy in x's dtype, mean, rstd and weight in the statistics' dtype."""
+    x = as_input(x)
+    A, C, B = _bn_layout(x, axis)
+    dy = as_like(dy, "dy", x.shape, x.dtype)
+    sdtype = stat_dtype(x.dtype)
+    mean = as_like(mean, "mean", (C,), sdtype)
+    rstd = as_like(rstd, "rstd", (C,), sdtype)
+    weight = as_param(weight, "weight", (C,), sdtype)
+    return x, (A, C, B), dy, mean, rstd, weight
+
+
 def _grad_arrays(shape, C, dtype, with_weight):
     """dx (uninitialized, x's dtype), dweight (None without a weight) and dbias (in the
     statistics' dtype); the per-channel ones zeroed when x is empty, since no kernel runs
@@ -168,20 +200,11 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
                                      momentum, eps, axis, return_stats)
         if r is not None:
             return r
-    x = as_input(x)
+    x, (A, C, B), eps, momentum, weight, bias, rm, rv = _bn_args(
+        x, weight, bias, running_mean, running_var, axis, eps, momentum)
     dtype = x.dtype
-    A, C, B = _bn_layout(x, axis)
-    eps = check_eps(eps)
-    momentum = _check_momentum(momentum)
-    training = bool(training)
     sdtype = stat_dtype(dtype)
-    weight = as_param(weight, "weight", (C,), sdtype)
-    bias = as_param(bias, "bias", (C,), sdtype)
-    rm = _running(running_mean, "running_mean", C)
-    rv = _running(running_var, "running_var", C)
-    if rm is not None and rv is not None and rm.dtype != rv.dtype:
-        raise TypeError(f"running_mean and running_var must have the same dtype, got "
-                        f"{rm.dtype} and {rv.dtype}")
+    training = bool(training)
     n = A * B
     if training and n == 1:
         raise ValueError(f"batch_norm in training mode needs more than 1 value per channel, "
@@ -227,15 +250,8 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
     dweight : ndarray (C,), or None when weight is None
     dbias : ndarray (C,)
     """
-    x = as_input(x)
-    dtype = x.dtype
-    A, C, B = _bn_layout(x, axis)
-    dy = as_like(dy, "dy", x.shape, dtype)
-    sdtype = stat_dtype(dtype)
-    mean = as_like(mean, "mean", (C,), sdtype)
-    rstd = as_like(rstd, "rstd", (C,), sdtype)
-    weight = as_param(weight, "weight", (C,), sdtype)
-    dx, dweight, dbias = _grad_arrays(x.shape, C, dtype, weight is not None)
+    x, (A, C, B), dy, mean, rstd, weight = _bn_grad_args(dy, x, mean, rstd, weight, axis)
+    dx, dweight, dbias = _grad_arrays(x.shape, C, x.dtype, weight is not None)
     if dx.size == 0:
         return dx, dweight, dbias
     _kernels.batch_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias,

@@ -35,9 +35,9 @@ value per channel in total, mismatched channel counts) are raised on every rank.
 import numpy as np
 
 from . import _kernels
-from ._channels import _bn_layout, _check_momentum, _running, batch_norm
+from ._channels import _bn_args, _bn_grad_args, batch_norm
 from ._moments import _merge
-from ._validate import as_input, as_like, as_param, check_eps, contiguous, stat_dtype
+from ._validate import contiguous, stat_dtype
 
 __all__ = ["sync_batch_norm", "sync_batch_norm_backward"]
 
@@ -169,20 +169,10 @@ def sync_batch_norm(
             axis=axis,
             return_stats=return_stats,
         )
-    x = as_input(x)
+    x, (A, C, B), eps, momentum, weight, bias, rm, rv = _bn_args(
+        x, weight, bias, running_mean, running_var, axis, eps, momentum)
     dtype = x.dtype
-    A, C, B = _bn_layout(x, axis)
-    eps = check_eps(eps)
-    momentum = _check_momentum(momentum)
     sdtype = stat_dtype(dtype)
-    weight = as_param(weight, "weight", (C,), sdtype)
-    bias = as_param(bias, "bias", (C,), sdtype)
-    rm = _running(running_mean, "running_mean", C)
-    rv = _running(running_var, "running_var", C)
-    if rm is not None and rv is not None and rm.dtype != rv.dtype:
-        raise TypeError(
-            f"running_mean and running_var must have the same dtype, got {rm.dtype} and {rv.dtype}"
-        )
     _check_comm(comm)
 
     gathered = comm.allgather(_local_moments(x, A, C, B))
@@ -249,14 +239,9 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm):
     dweight : ndarray (C,), or None when weight is None
     dbias : ndarray (C,)
     """
-    x = as_input(x)
+    x, (A, C, B), dy, mean, rstd, weight = _bn_grad_args(dy, x, mean, rstd, weight, axis)
     dtype = x.dtype
-    A, C, B = _bn_layout(x, axis)
-    dy = as_like(dy, "dy", x.shape, dtype)
     sdtype = stat_dtype(dtype)
-    mean = as_like(mean, "mean", (C,), sdtype)
-    rstd = as_like(rstd, "rstd", (C,), sdtype)
-    weight = as_param(weight, "weight", (C,), sdtype)
     _check_comm(comm)
     xc = contiguous(x)
     sums = np.zeros(2 * C + 1, np.float64)  # count, sum dy, sum dy * xhat
