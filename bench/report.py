@@ -60,13 +60,34 @@ shape: N x C x H x W for the channels ops in both layouts (an NHWC array is N x 
   N x D for the vector ops"""
 
 
-def _csv(text):
+def csv_list(text):
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def add_selection_args(parser):
+    """The options report.py and scaling.py share: which cases, how long, where to."""
+    parser.add_argument("--full", action="store_true", help="every shape of every op")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
+    parser.add_argument("--ops", type=csv_list, metavar="A,B", help="op names (default: all)")
+    parser.add_argument(
+        "--pass",
+        dest="passes",
+        type=csv_list,
+        metavar="P,Q",
+        help="passes among fwd, bwd, fwd+bwd, eval (default: all)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        metavar="DIR",
+        help=f"output folder (default: {RESULTS})",
+    )
 
 
 def _threads(text):
     counts = []
-    for s in _csv(text):
+    for s in csv_list(text):
         n = int(s)
         if n < 1:
             raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {n}")
@@ -283,23 +304,7 @@ def main(argv=None):
         metavar="N,M",
         help=f"comma-separated thread counts (default: 1,{cpus}, this machine's os.cpu_count())",
     )
-    parser.add_argument("--full", action="store_true", help="every shape of every op")
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
-    parser.add_argument("--ops", type=_csv, metavar="A,B", help="op names (default: all)")
-    parser.add_argument(
-        "--pass",
-        dest="passes",
-        type=_csv,
-        metavar="P,Q",
-        help="passes among fwd, bwd, fwd+bwd, eval (default: all)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=RESULTS,
-        metavar="DIR",
-        help=f"output folder (default: {RESULTS})",
-    )
+    add_selection_args(parser)
     parser.add_argument("--plot", type=Path, metavar="JSON", help="only redraw a saved run's PNG")
     args = parser.parse_args(argv)
 

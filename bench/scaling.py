@@ -18,9 +18,17 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-from report import RESULTS, describe, format_row, geomean, header, stamp, write_json
+from report import (
+    add_selection_args,
+    csv_list,
+    describe,
+    format_row,
+    geomean,
+    header,
+    stamp,
+    write_json,
+)
 
 from fastnorm import _bench
 
@@ -33,12 +41,8 @@ IMPL_KEYS = (
 LABEL, SHAPE, DTYPE, CELL = 27, 13, 7, 17
 
 
-def _csv(text):
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
 def _counts(text):
-    counts = sorted({int(s) for s in _csv(text)})
+    counts = sorted({int(s) for s in csv_list(text)})
     if not counts or counts[0] < 1:
         raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {text!r}")
     return counts
@@ -127,23 +131,7 @@ def main(argv=None):
     parser.add_argument(
         "--force", action="store_true", help="also run the counts above os.cpu_count()"
     )
-    parser.add_argument("--full", action="store_true", help="every shape of every op")
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
-    parser.add_argument("--ops", type=_csv, metavar="A,B", help="op names (default: all)")
-    parser.add_argument(
-        "--pass",
-        dest="passes",
-        type=_csv,
-        metavar="P,Q",
-        help="passes among fwd, bwd, fwd+bwd, eval (default: all)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=RESULTS,
-        metavar="DIR",
-        help=f"output folder (default: {RESULTS})",
-    )
+    add_selection_args(parser)
     args = parser.parse_args(argv)
 
     try:
