@@ -75,18 +75,9 @@ record() { # name status
 # ------------------------------------------------------------------ copy and build
 SOURCE=${SANITIZE_SOURCE:-tracked}
 section "copying $ROOT ($SOURCE files) to $SRC"
-case "$SOURCE" in
-    HEAD) git -C "$ROOT" archive HEAD | tar -x -C "$SRC" || exit 2 ;;
-    tracked | all)
-        ls_opts=(-c)
-        [[ "$SOURCE" == all ]] && ls_opts=(-c -o --exclude-standard)
-        # --ignore-failed-read: a tracked file deleted in the working tree stays deleted
-        (cd "$ROOT" && git ls-files -z "${ls_opts[@]}" |
-            tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -x -C "$SRC" || exit 2 ;;
-    *) echo "sanitize: SANITIZE_SOURCE must be tracked, HEAD or all" >&2; exit 2 ;;
-esac
-# never carry a build product over: the extension must be the one built below
-rm -rf "$SRC/build" "$SRC"/fastnorm/*.so "$SRC/fastnorm/_kernels.c"
+# shellcheck source=tools/copy_tree.sh
+source "$ROOT/tools/copy_tree.sh"
+copy_tree "sanitize (SANITIZE_SOURCE)" "$ROOT" "$SRC" "$SOURCE"
 
 section "building with FASTNORM_SANITIZE=1"
 if ! (cd "$SRC" && FASTNORM_SANITIZE=1 "$PY" setup.py build_ext --inplace) > "$LOGS/build.log" 2>&1; then

@@ -45,16 +45,9 @@ mkdir -p "$SRC"
 
 SOURCE=${VALGRIND_SOURCE:-tracked}
 echo "==== valgrind.sh: copying $ROOT ($SOURCE files) to $SRC"
-case "$SOURCE" in
-    HEAD) git -C "$ROOT" archive HEAD | tar -x -C "$SRC" || exit 2 ;;
-    tracked | all)
-        ls_opts=(-c)
-        [[ "$SOURCE" == all ]] && ls_opts=(-c -o --exclude-standard)
-        (cd "$ROOT" && git ls-files -z "${ls_opts[@]}" |
-            tar --null --ignore-failed-read -T - -cf - 2>/dev/null) | tar -x -C "$SRC" || exit 2 ;;
-    *) echo "valgrind.sh: VALGRIND_SOURCE must be tracked, HEAD or all" >&2; exit 2 ;;
-esac
-rm -rf "$SRC/build" "$SRC"/fastnorm/*.so "$SRC/fastnorm/_kernels.c"
+# shellcheck source=tools/copy_tree.sh
+source "$ROOT/tools/copy_tree.sh"
+copy_tree "valgrind.sh (VALGRIND_SOURCE)" "$ROOT" "$SRC" "$SOURCE"
 
 echo "==== valgrind.sh: building (no sanitizers)"
 if ! (cd "$SRC" && env -u FASTNORM_SANITIZE "$PY" setup.py build_ext --inplace) > "$WORK/build.log" 2>&1; then
