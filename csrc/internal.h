@@ -36,6 +36,14 @@ typedef float fn_v8f __attribute__((vector_size(32)));
 typedef float fn_v16f __attribute__((vector_size(64)));
 typedef int32_t fn_v16i __attribute__((vector_size(64)));
 
+/* Lane-wise max(|a|, b) for b >= 0 (b where |a| is NaN) */
+static inline fn_v16f fn_vmaxabs16f(fn_v16f a, fn_v16f b)
+{
+    const fn_v16f m = (fn_v16f)((fn_v16i)a & 0x7fffffff);
+    const fn_v16i gt = m > b;
+    return (fn_v16f)((gt & (fn_v16i)m) | (~gt & (fn_v16i)b));
+}
+
 #if FN_MULTI_ISA
 #include <immintrin.h>
 #endif
@@ -156,6 +164,18 @@ static inline void fn_sfence(void)
             }                                                                              \
         }                                                                                  \
     } while (0)
+
+/* Before a loop whose arrays may only alias exactly (out == in, element i read before it is
+ * written, by iteration i): no loop-carried dependence, so the compiler vectorizes it
+ * without run-time overlap checks (which reject exact aliasing and some distinct arrays,
+ * leaving a scalar loop). */
+#if defined(__clang__)
+#define FN_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define FN_IVDEP _Pragma("GCC ivdep")
+#else
+#define FN_IVDEP
+#endif
 
 #ifdef _OPENMP
 #define FN_PRAGMA_OMP(x) _Pragma(#x)

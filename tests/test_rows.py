@@ -689,6 +689,83 @@ def test_tiny_float64_finite(rng, op):
             assert np.isfinite(g).all()
 
 
+@pytest.mark.parametrize(("M", "K"), [(16, 37), (17, 37), (1000, 37), (2100, 37), (1100, 1024)])
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_backward_many_rows_float32(rng, op, M, K):
+    # float32 rows add their dweight/dbias terms in float, 16 rows at a time, then in double
+    x = normal(rng, (M, K), F32, 0.5, 2.0)
+    w = normal(rng, (K,), F32, 1.0, 0.5)
+    b = normal(rng, (K,), F32) if op is LN else None
+    dy = normal(rng, (M, K), F32, 0.1, 1.0)
+    _, *stats = op.fwd(x, w, b)
+    check_backward(op, dy, x, stats, w, F32, factor=2.0)
+
+
+def _extreme_backward_case(rng, case, K):
+    """(x, w, dy, eps) for a float32 backward whose terms leave float's comfortable range,
+    while the exact gradients are ordinary float32 numbers."""
+    x = normal(rng, (5, K), F32, 0.3, 1.0)
+    w = normal(rng, (K,), F32, 1.0, 0.5)
+    dy = normal(rng, (5, K), F32)
+    eps = 1e-5
+    if case == "dy*w overflows float":  # dy * w ~ 1e39, times rstd ~ 1e-4
+        x = normal(rng, (5, K), F32, 0.0, 1e4)
+        dy = normal(rng, (5, K), F32, 0.0, 1e30)
+        w = normal(rng, (K,), F32, 0.0, 1e9)
+    elif case == "dy*w underflows float":  # dy * w ~ 1e-43 (subnormal), times rstd ~ 1e6
+        x = normal(rng, (5, K), F32, 0.0, 1e-6)
+        dy = normal(rng, (5, K), F32, 0.0, 1e-37)
+        w = normal(rng, (K,), F32, 1.0, 0.5) * np.float32(1e-6)
+        eps = 0.0
+    elif case == "subnormal weight":  # w ~ 1e-42, times rstd ~ 1e10
+        x = normal(rng, (5, K), F32, 0.0, 1e-10)
+        w = (normal(rng, (K,), F32, 1.0, 0.5).astype(np.float64) * 1e-42).astype(F32)
+        eps = 0.0
+    elif case == "tiny dy":  # dy ~ 1e-41 (subnormal) times w ~ 0.1: dy * w loses bits
+        x = normal(rng, (5, K), F32, 0.0, 1e-5)
+        dy = (normal(rng, (5, K), F32).astype(np.float64) * 1e-41).astype(F32)
+        w = normal(rng, (K,), F32, 0.1, 0.05)
+        eps = 0.0
+    elif case == "one row of each":  # rows in float and in double in the same call
+        dy[1] *= np.float32(1e28)
+        w = w * np.float32(1e9)
+        dy[3] = (dy[3].astype(np.float64) * 1e-39).astype(F32)
+    return x, w, dy, eps
+
+
+EXTREME_CASES = [
+    "dy*w overflows float",
+    "dy*w underflows float",
+    "subnormal weight",
+    "tiny dy",
+    "one row of each",
+]
+
+
+@pytest.mark.parametrize("K", [7, 300, 4097])
+@pytest.mark.parametrize("case", EXTREME_CASES)
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_backward_float32_extreme_magnitudes(rng, op, case, K):
+    x, w, dy, eps = _extreme_backward_case(rng, case, K)
+    assert np.isfinite(x).all() and np.isfinite(w).all() and np.isfinite(dy).all()
+    b = normal(rng, (K,), F32) if op is LN else None
+    _, *stats = op.fwd(x, w, b, eps=eps)
+    grads = op.bwd(dy, x, stats, w)
+    expected = op.ref_bwd(dy, x, stats, w)
+    for i, (g, e) in enumerate(zip(grads, expected, strict=True)):
+        if e is None:
+            continue
+        assert np.isfinite(e).all() and np.abs(e).max() < 1e38
+        assert np.isfinite(g).all(), f"gradient {i}"
+        if i == 0:  # each row of dx at the precision of its own magnitude
+            for r in range(e.shape[0]):
+                assert_close(g[r], e[r], F32, scale=np.abs(e[r]).max(), factor=2.0,
+                             err_msg=f"{case}: dx row {r}")
+        else:
+            assert_close(g, e, F32, scale=np.abs(e).max(), factor=2.0,
+                         err_msg=f"{case}: gradient {i}")
+
+
 def _clean_and_dirty(rng, dtype, K, row, value, where=3):
     x = normal(rng, (6, K), dtype, 1.0, 2.0)
     dirty = x.copy()
