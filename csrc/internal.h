@@ -36,14 +36,6 @@ typedef float fn_v8f __attribute__((vector_size(32)));
 typedef float fn_v16f __attribute__((vector_size(64)));
 typedef int32_t fn_v16i __attribute__((vector_size(64)));
 
-/* Lane-wise max(|a|, b) for b >= 0 (b where |a| is NaN) */
-static inline fn_v16f fn_vmaxabs16f(fn_v16f a, fn_v16f b)
-{
-    const fn_v16f m = (fn_v16f)((fn_v16i)a & 0x7fffffff);
-    const fn_v16i gt = m > b;
-    return (fn_v16f)((gt & (fn_v16i)m) | (~gt & (fn_v16i)b));
-}
-
 #if FN_MULTI_ISA
 #include <immintrin.h>
 #endif
@@ -175,6 +167,15 @@ static inline void fn_sfence(void)
 #define FN_IVDEP _Pragma("GCC ivdep")
 #else
 #define FN_IVDEP
+#endif
+
+/* Before a loop the compiler must not unroll */
+#if defined(__clang__)
+#define FN_NO_UNROLL _Pragma("clang loop unroll(disable)")
+#elif defined(__GNUC__)
+#define FN_NO_UNROLL _Pragma("GCC unroll 1")
+#else
+#define FN_NO_UNROLL
 #endif
 
 #ifdef _OPENMP
