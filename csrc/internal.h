@@ -36,6 +36,26 @@ typedef float fn_v8f __attribute__((vector_size(32)));
 typedef float fn_v16f __attribute__((vector_size(64)));
 typedef int32_t fn_v16i __attribute__((vector_size(64)));
 
+/* The low and high eight lanes of a vector of sixteen floats (a shuffle, not a trip through
+ * memory: GCC stores the vector and reloads half of it, which stalls store forwarding) */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define fn_lo8f(v) __builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7)
+#define fn_hi8f(v) __builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15)
+#else
+static inline fn_v8f fn_lo8f(fn_v16f v)
+{
+    fn_v8f r;
+    memcpy(&r, &v, sizeof r);
+    return r;
+}
+static inline fn_v8f fn_hi8f(fn_v16f v)
+{
+    fn_v8f r;
+    memcpy(&r, (const char *)&v + sizeof r, sizeof r);
+    return r;
+}
+#endif
+
 #if FN_MULTI_ISA
 #include <immintrin.h>
 #endif
@@ -167,6 +187,12 @@ static inline void fn_sfence(void)
 #define FN_IVDEP _Pragma("GCC ivdep")
 #else
 #define FN_IVDEP
+#endif
+
+#if defined(__GNUC__)
+#define FN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define FN_ALWAYS_INLINE
 #endif
 
 /* Before a loop the compiler must not unroll */

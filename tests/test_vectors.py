@@ -492,6 +492,29 @@ def test_weight_norm_extreme_magnitudes_float32(rng, scale):
         assert_close(a, e, F32, scale=float(np.abs(e).max()), err_msg=name)
 
 
+@pytest.mark.parametrize(
+    ("dw_scale", "g_scale"), [(1.0, 1.0), (1.0, 1e-33), (1.0, 1e33), (3e37, 1e-3), (1e-30, 1.0)]
+)
+def test_weight_norm_backward_float32_magnitudes(rng, dw_scale, g_scale):
+    # float32 slices along axis 0 take dv in float arithmetic where its terms fit float
+    # and in double otherwise; either way dv matches the reference on its own scale
+    v = normal(rng, (6, 300), F32)
+    g = (normal(rng, (6,), F64, 1.0, 0.3) * g_scale).astype(F32)
+    dw = np.clip(normal(rng, v.shape, F64) * dw_scale, -3.4e38, 3.4e38).astype(F32)
+    dw[1] = np.where(np.arange(300) % 2, 3.4e38, -3.4e38) if dw_scale > 1e37 else dw[1]
+    out = run_wn(v, g, dw)
+    expected = ref_wn(v, g, dw, out[1])
+    for a, e, name in zip(out, expected, WN_NAMES, strict=True):
+        if name == "dv":
+            for r in range(v.shape[0]):  # each slice on its own scale
+                finite = np.abs(e[r]) < 3.4e38
+                assert np.isfinite(a[r][finite]).all(), f"dv row {r}"
+                assert_close(a[r], e[r], F32, scale=float(np.abs(e[r][finite]).max()),
+                             err_msg=f"dv row {r}")
+        elif np.isfinite(e).all() and np.abs(e).max() < 3.4e38:
+            assert_close(a, e, F32, scale=float(np.abs(e).max()), err_msg=name)
+
+
 @pytest.mark.parametrize("scale", [1e30, 1e-30])
 def test_cosine_norm_extreme_magnitudes_float32(rng, scale):
     x = (normal(rng, (4, 65), F64) * scale).astype(F32)
