@@ -39,9 +39,11 @@ typedef int32_t fn_v16i __attribute__((vector_size(64)));
 /* The low and high eight lanes of a vector of sixteen floats (a shuffle, not a trip through
  * memory: GCC stores the vector and reloads half of it, which stalls store forwarding) */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FN_HAVE_SHUFFLE 1
 #define fn_lo8f(v) __builtin_shufflevector((v), (v), 0, 1, 2, 3, 4, 5, 6, 7)
 #define fn_hi8f(v) __builtin_shufflevector((v), (v), 8, 9, 10, 11, 12, 13, 14, 15)
 #else
+#define FN_HAVE_SHUFFLE 0
 static inline fn_v8f fn_lo8f(fn_v16f v)
 {
     fn_v8f r;

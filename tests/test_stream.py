@@ -49,26 +49,36 @@ def _out_off_line(shape, dtype):
     return buf[start:start + n].reshape(shape)
 
 
+ROW_AFFINES = [("layer_norm", a) for a in ("none", "weight", "bias", "both")] + [
+    ("rms_norm", a) for a in ("none", "weight")
+]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K", [1024, 1031, 4097, 3 * 1024 + 5])
-@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
-def test_rows_streaming_matches(streaming, dtype, K, op):
+@pytest.mark.parametrize("K", [64, 100, 300, 1024, 1031, 4097, 3 * 1024 + 5])
+@pytest.mark.parametrize(("op", "affine"), ROW_AFFINES)
+def test_rows_streaming_matches(streaming, dtype, K, op, affine):
+    # float32 rows of 256 bytes and more stream straight from the registers, in four
+    # loops (weight and bias present or not); others go through an L1 buffer
     rng = np.random.default_rng(K)
     x = (rng.standard_normal((5, K)) * 2 + 3).astype(dtype)
-    w = rng.standard_normal(K).astype(dtype)
+    w = rng.standard_normal(K).astype(dtype) if affine in ("weight", "both") else None
+    b = rng.standard_normal(K).astype(dtype) if affine in ("bias", "both") else None
+    kw = {"bias": b} if op == "layer_norm" else {}
     dy = rng.standard_normal((5, K)).astype(dtype)
     fwd, bwd = getattr(fn, op), getattr(fn, op + "_backward")
 
     def call():
         out = _out_off_line(x.shape, dtype)
-        res = fwd(x, w, out=out, return_stats=True)
+        res = fwd(x, w, out=out, return_stats=True, **kw)
         assert res[0] is out
         grads = bwd(dy, x, *res[1:], w)
         return (out.copy(), *res[1:], *grads)
 
     plain, streamed = streaming(call)
     _same(plain, streamed)
-    expected = getattr(ref, op)(x.astype(np.float64), w.astype(np.float64))
+    f64 = (lambda a: None if a is None else a.astype(np.float64))
+    expected = getattr(ref, op)(x.astype(np.float64), f64(w), **{k: f64(v) for k, v in kw.items()})
     assert_close(streamed[0], expected, dtype)
 
 
