@@ -52,6 +52,11 @@ int fn_in_forked_child(void);
 void fn_set_num_threads(int n);
 /* The number of threads a large call would use now. 1 without OpenMP. */
 int fn_get_num_threads(void);
+/* Calls from this thread run serially while on != 0 (a per-thread flag): for work so small
+ * next to what follows (a BLAS product) that waking the threads would cost more, and their
+ * spinning after it would slow the other thread pool. */
+void fn_set_serial(int on);
+int fn_get_serial(void);
 int fn_openmp_enabled(void);
 /* Highest level this binary was compiled with and the CPU supports. */
 int fn_isa_supported(void);

@@ -76,6 +76,16 @@ int fn_in_forked_child(void) { return fn_forked; }
 
 void fn_set_num_threads(int n) { fn_threads_override = n > 0 ? n : 0; }
 
+#if defined(_MSC_VER)
+static __declspec(thread) int fn_serial_flag = 0;
+#else
+static _Thread_local int fn_serial_flag = 0;
+#endif
+
+void fn_set_serial(int on) { fn_serial_flag = on != 0; }
+
+int fn_get_serial(void) { return fn_serial_flag; }
+
 int fn_get_num_threads(void)
 {
 #ifdef _OPENMP
@@ -102,7 +112,7 @@ int fn_openmp_enabled(void)
 
 int fn_threads_for(int64_t items, int64_t elems)
 {
-    if (elems < FN_SERIAL_ELEMS || items < 2)
+    if (elems < FN_SERIAL_ELEMS || items < 2 || fn_serial_flag)
         return 0;
     const int n = fn_get_num_threads();
     return items < n ? (int)items : n;

@@ -20,6 +20,8 @@ cdef extern from "fastnorm.h" nogil:
     int fn_in_forked_child()
     void fn_set_num_threads(int n)
     int fn_get_num_threads()
+    void fn_set_serial(int on)
+    int fn_get_serial()
     int fn_openmp_enabled()
     int fn_isa_supported()
     int fn_isa_active()

@@ -55,6 +55,14 @@ def get_num_threads():
     return fn_get_num_threads()
 
 
+def set_serial(bint on):
+    fn_set_serial(on)
+
+
+def get_serial():
+    return bool(fn_get_serial())
+
+
 def in_forked_child():
     return bool(fn_in_forked_child())
 

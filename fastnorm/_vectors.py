@@ -211,6 +211,34 @@ def _matrix(a, name, dtype=None):
     return a
 
 
+class _serial_if:
+    """Within the block, this thread's kernel calls run serially when `on`.
+
+    cosine_norm's normalizations are small next to its matrix products: with
+    min(N, M) >= 256 * threads the products cost several times the serial normalizations
+    even on all threads. Waking fastnorm's threads for them would save little, and their
+    spinning once done (OpenMP threads wait actively for a while) takes cores from the
+    BLAS threads of the product that follows (measured on 2 threads: a 1024 x 1024
+    cosine_norm took 2 to 3 times its product's time, and about that time serially).
+    The results are the same bit for bit (fixed blocks, any thread count)."""
+
+    def __init__(self, on):
+        self.on = on
+
+    def __enter__(self):
+        self.prev = _kernels.get_serial()
+        if self.on:
+            _kernels.set_serial(True)
+
+    def __exit__(self, *exc):
+        _kernels.set_serial(self.prev)
+        return False
+
+
+def _serial_normalizations(N, M):
+    return min(N, M) >= 256 * _kernels.get_num_threads()
+
+
 def _unit_rows(a, eps):
     """(rows of a divided by max(norm, eps), norms) with the l2_normalize kernel."""
     y = np.empty(a.shape, a.dtype)
@@ -260,8 +288,9 @@ def cosine_norm(x, w, *, eps=1e-12, return_stats=False):
         raise ValueError(f"x and w must have the same number of columns, got x {x.shape} "
                          f"and w {w.shape}")
     eps = check_eps(eps)
-    xh, x_norm = _unit_rows(x, eps)
-    wh, w_norm = _unit_rows(w, eps)
+    with _serial_if(_serial_normalizations(x.shape[0], w.shape[0])):
+        xh, x_norm = _unit_rows(x, eps)
+        wh, w_norm = _unit_rows(w, eps)
     y = np.matmul(xh, wh.T)
     np.clip(y, -1.0, 1.0, out=y)
     if y.dtype != out_dtype:  # half input: computed in float32, returned in its dtype
@@ -301,10 +330,11 @@ def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
     dwh = np.ascontiguousarray(dy.T @ xh)
     dx = np.empty((N, D), dtype)
     dw = np.empty((M, D), dtype)
-    if dx.size:
-        _kernels.l2_normalize_bwd(dxh, xh, x_norm, dx, N, 1, 1, D, eps)
-    if dw.size:
-        _kernels.l2_normalize_bwd(dwh, wh, w_norm, dw, M, 1, 1, D, eps)
+    with _serial_if(_serial_normalizations(N, M)):
+        if dx.size:
+            _kernels.l2_normalize_bwd(dxh, xh, x_norm, dx, N, 1, 1, D, eps)
+        if dw.size:
+            _kernels.l2_normalize_bwd(dwh, wh, w_norm, dw, M, 1, 1, D, eps)
     if dtype != out_dtype:  # half input: computed in float32, returned in its dtype
         dx, dw = dx.astype(out_dtype), dw.astype(out_dtype)
     return dx, dw

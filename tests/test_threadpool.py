@@ -177,3 +177,71 @@ def test_omp_num_threads_one_runs_on_one_thread():
     assert out["reported"] == 1
     assert out["after"] == out["before"], out
 
+
+
+# --------------------------------------------------------------------------- serial blocks
+#
+# cosine_norm runs its row normalizations serially when its matrix products dominate (the
+# per-thread flag of _kernels.set_serial): OpenMP threads woken for them would spin while
+# the BLAS threads of the product want the cores.
+
+
+@needs_openmp
+@needs_proc
+def test_cosine_norm_large_normalizes_on_one_thread():
+    out = run_python("""
+        from fastnorm import _kernels
+        fn.set_num_threads(2)
+        a = np.random.default_rng(1).standard_normal((1024, 1024), dtype=np.float32)
+        before = n_threads()
+        y = fn.cosine_norm(a, a)
+        dx, dw = fn.cosine_norm_backward(y, a, a, *fn.cosine_norm(a, a, return_stats=True)[1:])
+        after_cosine = n_threads()
+        serial_after = _kernels.get_serial()
+        fn.l2_normalize(a, axis=1)  # the control: the same normalization, not in a block
+        print(json.dumps({"before": before, "after_cosine": after_cosine,
+                          "after": n_threads(), "serial_after": serial_after}))
+    """, env_extra={"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "2"})
+    assert out["after_cosine"] == out["before"], out
+    assert out["serial_after"] is False
+    assert out["after"] > out["before"], out
+
+
+def test_serial_flag_is_per_thread_and_restored():
+    import threading
+
+    from fastnorm import _kernels
+    from fastnorm._vectors import _serial_if
+
+    seen = {}
+    with _serial_if(True):
+        assert _kernels.get_serial()
+        t = threading.Thread(target=lambda: seen.update(other=_kernels.get_serial()))
+        t.start()
+        t.join()
+        with _serial_if(False):  # nested: keeps the outer setting
+            assert _kernels.get_serial()
+    assert seen["other"] is False
+    assert not _kernels.get_serial()
+    with pytest.raises(RuntimeError), _serial_if(True):
+        raise RuntimeError("inside")
+    assert not _kernels.get_serial()
+
+
+def test_cosine_norm_serial_normalizations_identical(rng):
+    # the same bits whether the normalizations ran serially (large) or on threads
+    from fastnorm import _kernels
+
+    x = rng.standard_normal((600, 300)).astype(np.float32)
+    w = rng.standard_normal((700, 300)).astype(np.float32)
+    fn.set_num_threads(2)
+    y2, xn2, wn2 = fn.cosine_norm(x, w, return_stats=True)
+    g2 = fn.cosine_norm_backward(y2, x, w, xn2, wn2)
+    _kernels.set_serial(True)
+    try:
+        y1, xn1, wn1 = fn.cosine_norm(x, w, return_stats=True)
+        g1 = fn.cosine_norm_backward(y1, x, w, xn1, wn1)
+    finally:
+        _kernels.set_serial(False)
+    for a, b in zip((y2, xn2, wn2, *g2), (y1, xn1, wn1, *g1), strict=True):
+        assert np.array_equal(a, b)
