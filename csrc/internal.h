@@ -212,30 +212,12 @@ static inline void fn_sfence(void)
 #define FN_PRAGMA_OMP(x)
 #endif
 
-#ifndef FN_PREFETCH_AHEAD
-#define FN_PREFETCH_AHEAD 65536
-#endif
-/* Ask for row i + d of a buffer of M rows of `rowbytes`, d chosen so that the request
- * runs about FN_PREFETCH_AHEAD bytes ahead (at least one row, at most 256 KB of it, into
- * L2): the hardware prefetchers stop at page boundaries and ramp up slowly, and rows
- * often start a page. */
-static inline void fn_prefetch_row(const void *base, int64_t i, int64_t M, int64_t rowbytes)
-{
-    if (rowbytes <= 0)
-        return;
-    const int64_t d = rowbytes >= FN_PREFETCH_AHEAD ? 1 : FN_PREFETCH_AHEAD / rowbytes;
-    if (i + d >= M)
-        return;
-    const char *c = (const char *)base + (i + d) * rowbytes;
-    const int64_t bytes = rowbytes < 262144 ? rowbytes : 262144;
-    for (int64_t off = 0; off < bytes; off += 64)
-        __builtin_prefetch(c + off, 0, 2);
-}
-
 /* Outputs of rows and group-norm rows at least this large are written with
  * non-temporal (streaming) stores: ordinary stores first read every line they write.
  * Smaller outputs stay in cache for whoever reads them next. Spans shorter than
- * FN_STREAM_MIN bytes are always stored normally (streaming pays on whole lines). */
+ * FN_STREAM_MIN bytes are stored normally (streaming pays on whole lines), except float32
+ * rows of the rows family from 256 bytes: consecutive rows are one contiguous output, and
+ * they stream straight from the registers (fn_rows_apply_nt, fn_rows_dx_nt). */
 #define FN_STREAM_BYTES ((int64_t)8 << 20)
 #define FN_STREAM_MIN 4096
 extern int64_t fn_stream_bytes;
