@@ -327,12 +327,51 @@ def check_all_ops_against_reference(rng, dtype):
                 assert_close(a, e, dtype, factor=2.0, err_msg=f"{name}_backward {msg}")
 
 
+def check_vector_ops_against_reference(rng, dtype):
+    # weight_norm along axis 0 of 2-d and 1-d v (a one-element slice: dv is 0 up to
+    # rounding, which a float path without fused multiply-adds gets wrong), and along
+    # axis 1; l2_normalize along both axes; cosine_norm
+    for shape, axis in [((300, 257), 0), ((4097,), 0), ((40, 33), 1)]:
+        v = normal(rng, shape, dtype, 0.1, 1.0)
+        g = normal(rng, (shape[axis],), dtype, 1.0, 0.5)
+        dw = normal(rng, shape, dtype)
+        w, norm = fn.weight_norm(v, g, axis=axis, return_stats=True)
+        dv, dg = fn.weight_norm_backward(dw, v, g, norm, axis=axis)
+        rw, rnorm = ref.weight_norm(v.astype(F64), g.astype(F64), axis=axis, return_stats=True)
+        rdv, rdg = ref.weight_norm_backward(dw.astype(F64), v.astype(F64), g.astype(F64),
+                                            norm.astype(F64), axis=axis)
+        for a, e, name in zip((w, norm, dv, dg), (rw, rnorm, rdv, rdg), ("w", "norm", "dv", "dg"),
+                              strict=True):
+            assert_close(a, e, dtype, err_msg=f"weight_norm {shape} axis={axis}: {name}")
+    for axis in (0, 1):
+        x = normal(rng, (70, 300), dtype, 0.2, 1.0)
+        dy = normal(rng, x.shape, dtype)
+        y, norm = fn.l2_normalize(x, axis=axis, return_stats=True)
+        dx = fn.l2_normalize_backward(dy, y, norm, axis=axis)
+        ry, rnorm = ref.l2_normalize(x.astype(F64), axis=axis, return_stats=True)
+        rdx = ref.l2_normalize_backward(dy.astype(F64), y.astype(F64), norm.astype(F64),
+                                        axis=axis)
+        for a, e, name in zip((y, norm, dx), (ry, rnorm, rdx), ("y", "norm", "dx"), strict=True):
+            assert_close(a, e, dtype, err_msg=f"l2_normalize axis={axis}: {name}")
+    x = normal(rng, (20, 65), dtype)
+    wc = normal(rng, (7, 65), dtype)
+    dy = normal(rng, (20, 7), dtype)
+    out = fn.cosine_norm(x, wc, return_stats=True)
+    grads = fn.cosine_norm_backward(dy, x, wc, out[1], out[2])
+    exp = ref.cosine_norm(x.astype(F64), wc.astype(F64), return_stats=True)
+    rgrads = ref.cosine_norm_backward(dy.astype(F64), x.astype(F64), wc.astype(F64),
+                                      out[1].astype(F64), out[2].astype(F64))
+    for a, e in zip((*out, *grads), (*exp, *rgrads), strict=True):
+        assert_close(a, e, dtype, factor=2.0, err_msg="cosine_norm")
+
+
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("level", supported_levels())
 def test_every_supported_simd_level_matches_reference(restore_simd, level, dtype):
     assert _runtime._simd_level(level) == level
     assert _runtime.config()["simd"] == level
     check_all_ops_against_reference(np.random.default_rng(11), dtype)
+    check_vector_ops_against_reference(np.random.default_rng(12), dtype)
 
 
 def test_simd_level_unknown_name_value_error(restore_simd):
