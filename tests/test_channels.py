@@ -1454,6 +1454,44 @@ def test_channels_last_float_paths_match_reference(shape):
         assert_close(rstd, erstd, F32, "stat", name)
 
 
+def _nchw_patterns(rng, shape):
+    """Channels-first inputs that defeat the statistics' shifts, which come from the head
+    of a tile's first span of each channel: the first sample far from the rest (a retry
+    for batch norm where a tile holds more than 17 samples), the head
+    of every span far from its tail, a steep trend on a large offset, a constant channel."""
+    n, c = shape[:2]
+    base = rng.standard_normal(shape)
+    first = base.copy()
+    first[0] += 1e6
+    heads = base.copy()
+    heads.reshape(n, c, -1)[:, :, :64] += 1e4
+    trend = 1e4 + np.linspace(0.0, 50.0, base.size).reshape(shape) + 0.1 * base
+    trend[:, 1] = 7.25
+    return {"first": first, "heads": heads, "trend": trend}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "shape", [(6, 8, 14, 14), (100, 3, 70), (2, 3, 300), (9, 2, 64), (24, 40, 9, 9)], ids=str
+)
+def test_channels_first_shifts_match_reference(shape, dtype):
+    rng = rng_for("nchw-shift", shape)
+    for name, x in _nchw_patterns(rng, shape).items():
+        x = x.astype(dtype)
+        for op in OPS:
+            groups = 1 if op == "group" else None
+            y, mean, rstd = forward(fn, op, x, axis=1, groups=groups, return_stats=True)
+            ey, emean, erstd = forward(ref, op, f64(x), axis=1, groups=groups, return_stats=True)
+            msg = f"{op} {name}"
+            assert_close(mean, emean, dtype, "stat", msg)
+            if dtype == F64:  # offsets of 1e6: float64 itself is good to ~1e-10 there
+                np.testing.assert_allclose(y, ey, rtol=0, atol=1e-8, err_msg=msg)
+                np.testing.assert_allclose(rstd, erstd, rtol=1e-8, atol=0, err_msg=msg)
+            else:
+                assert_close(y, ey, dtype, "fwd", msg)
+                assert_close(rstd, erstd, dtype, "stat", msg)
+
+
 @pytest.mark.parametrize("axis", [1, -1])
 def test_float_forward_falls_back_to_double_out_of_range(axis):
     """Variance below the float path's range (subnormal spread), huge values in eval mode:
