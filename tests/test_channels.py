@@ -1511,3 +1511,24 @@ def test_float_forward_falls_back_to_double_out_of_range(axis):
     y = fn.batch_norm(big, None, b, rm, rv, training=False, axis=axis)
     ey = ref.batch_norm(f64(big), None, f64(b), f64(rm), f64(rv), training=False, axis=axis)
     assert_close(y, ey, F32, "fwd")
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("shape,axis", [((4, 6, 10, 10), 1), ((4, 10, 10, 6), -1)], ids=str)
+def test_backward_float32_overflowing_terms(op, shape, axis):
+    """dx is computed in float where that is safe and in double where a float intermediate
+    would overflow: dy near float's maximum around a large mean, which dx removes (a float
+    path without the fallback gives NaN)."""
+    rng = rng_for("chan-bwd-overflow", op, shape, axis)
+    c = shape[axis]
+    x = rng.standard_normal(shape).astype(F32)
+    dy = (1e37 * (3.0 + 0.1 * rng.standard_normal(shape))).astype(F32)
+    w = np.full(c, 16.0, F32)
+    groups = 2 if op == "group" else None
+    _, mean, rstd = forward(fn, op, x, w, axis=axis, groups=groups, return_stats=True)
+    dx = backward(fn, op, dy, x, mean, rstd, w, axis=axis, groups=groups)[0]
+    edx = backward(ref, op, f64(dy), f64(x), f64(mean), f64(rstd), f64(w), axis=axis,
+                   groups=groups)[0]
+    assert np.all(np.isfinite(dx))
+    s = float(np.abs(edx).max())
+    np.testing.assert_allclose(dx / s, edx / s, rtol=0, atol=2e-5)
