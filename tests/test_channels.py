@@ -1514,7 +1514,11 @@ def test_float_forward_falls_back_to_double_out_of_range(axis):
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape,axis", [((4, 6, 10, 10), 1), ((4, 10, 10, 6), -1)], ids=str)
+@pytest.mark.parametrize(
+    "shape,axis",
+    [((4, 6, 10, 10), 1), ((4, 10, 10, 6), -1), ((8, 16, 2, 2), 1), ((4, 5, 5, 64), -1)],
+    ids=str,
+)
 def test_backward_float32_overflowing_terms(op, shape, axis):
     """dx is computed in float where that is safe and in double where a float intermediate
     would overflow: dy near float's maximum around a large mean, which dx removes (a float
