@@ -1536,3 +1536,21 @@ def test_backward_float32_overflowing_terms(op, shape, axis):
     assert np.all(np.isfinite(dx))
     s = float(np.abs(edx).max())
     np.testing.assert_allclose(dx / s, edx / s, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape,axis", [((3, 9, 11, 8), -1), ((4, 8, 5, 7), 1), ((2, 70, 6), -1)])
+def test_group_norm_batch_equals_samples_bitwise(shape, axis, dtype):
+    """Group norm over a batch gives, bit for bit, what it gives for each sample alone: a
+    batch of small samples is normalized a sample at a time (statistics, then the output
+    while the sample is in cache), a single sample by passes over the whole input."""
+    rng = rng_for("gn-samples", shape, axis)
+    x = (3.0 + rng.standard_normal(shape)).astype(dtype)
+    c = shape[axis]
+    w = rng.uniform(0.5, 2.0, c).astype(dtype)
+    b = rng.standard_normal(c).astype(dtype)
+    y, mean, rstd = fn.group_norm(x, 2, w, b, axis=axis, return_stats=True)
+    for i in range(shape[0]):
+        yi, mi, ri = fn.group_norm(x[i : i + 1], 2, w, b, axis=axis, return_stats=True)
+        assert np.array_equal(y[i : i + 1], yi)
+        assert np.array_equal(mean[i], mi[0]) and np.array_equal(rstd[i], ri[0])
