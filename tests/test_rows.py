@@ -689,7 +689,9 @@ def test_tiny_float64_finite(rng, op):
             assert np.isfinite(g).all()
 
 
-@pytest.mark.parametrize(("M", "K"), [(16, 37), (17, 37), (1000, 37), (2100, 37), (1100, 1024)])
+@pytest.mark.parametrize(
+    ("M", "K"), [(16, 37), (17, 37), (1000, 37), (2100, 37), (1100, 1024), (19, 17000)]
+)
 @pytest.mark.parametrize("op", OPS, ids=str)
 def test_backward_many_rows_float32(rng, op, M, K):
     # float32 rows add their dweight/dbias terms in float, 16 rows at a time, then in double
@@ -742,7 +744,7 @@ EXTREME_CASES = [
 ]
 
 
-@pytest.mark.parametrize("K", [7, 300, 4097])
+@pytest.mark.parametrize("K", [7, 300, 4097, 16500])
 @pytest.mark.parametrize("case", EXTREME_CASES)
 @pytest.mark.parametrize("op", OPS, ids=str)
 def test_backward_float32_extreme_magnitudes(rng, op, case, K):
@@ -773,7 +775,7 @@ def _clean_and_dirty(rng, dtype, K, row, value, where=3):
     return x, dirty
 
 
-@pytest.mark.parametrize("K", [1, 7, 33, 4097])
+@pytest.mark.parametrize("K", [1, 7, 33, 4097, 16500])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("op", OPS, ids=str)
 def test_nan_stays_in_its_row(rng, op, dtype, K):
