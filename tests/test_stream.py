@@ -55,7 +55,7 @@ ROW_AFFINES = [("layer_norm", a) for a in ("none", "weight", "bias", "both")] + 
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K", [64, 100, 300, 1024, 1031, 4097, 3 * 1024 + 5])
+@pytest.mark.parametrize("K", [64, 100, 300, 1024, 1031, 4097, 3 * 1024 + 5, 16500])
 @pytest.mark.parametrize(("op", "affine"), ROW_AFFINES)
 def test_rows_streaming_matches(streaming, dtype, K, op, affine):
     # float32 rows of 256 bytes and more stream straight from the registers, in four
@@ -165,6 +165,63 @@ def test_channels_streaming_matches(streaming, dtype, shape, axis):
         dtype,
     )
     assert_close(streamed[4], ref.group_norm(x64, G, w64, b64, axis=axis), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("shape", "axis"),
+    [
+        ((3, 5, 7, 64), -1),
+        ((2, 9, 11, 3), -1),
+        ((2, 4, 5, 300), -1),
+        ((2, 6, 3, 70), 1),
+        ((2, 4, 1100), 1),
+        ((4, 33, 1, 17), 1),
+    ],
+)
+def test_channels_backward_streaming_matches(streaming, dtype, shape, axis):
+    """The backward's dx (batch norm in training and eval mode, group and instance norm)
+    streamed or not: the same bits, and the reference."""
+    rng = np.random.default_rng(shape[-1] * 7 + shape[1])
+    x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    C = shape[axis]
+    w = rng.uniform(0.5, 2, C).astype(dtype)
+    G = 1 if C % 2 else 2
+    _, bm, br = fn.batch_norm(x, w, axis=axis, return_stats=True)
+    _, gm, gr = fn.group_norm(x, G, w, axis=axis, return_stats=True)
+    _, im, ir = fn.instance_norm(x, w, axis=axis, return_stats=True)
+
+    def call():
+        return (
+            *fn.batch_norm_backward(dy, x, bm, br, w, axis=axis),
+            fn.batch_norm_backward(dy, x, bm, br, w, axis=axis, training=False)[0],
+            *fn.group_norm_backward(dy, x, gm, gr, G, w, axis=axis),
+            fn.instance_norm_backward(dy, x, im, ir, w, axis=axis)[0],
+        )
+
+    plain, streamed = streaming(call)
+    _same(plain, streamed)
+    f64 = (lambda a: a.astype(np.float64))
+    expected = ref.batch_norm_backward(f64(dy), f64(x), f64(bm), f64(br), f64(w), axis=axis)
+    assert_close(streamed[0], expected[0], dtype)
+    expected = ref.group_norm_backward(f64(dy), f64(x), f64(gm), f64(gr), G, f64(w), axis=axis)
+    assert_close(streamed[4], expected[0], dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7, 512), (5, 1031), (9, 20), (3, 4, 5)])
+def test_weight_norm_backward_streaming_matches(streaming, dtype, shape):
+    rng = np.random.default_rng(shape[-1])
+    v = rng.standard_normal(shape).astype(dtype)
+    dw = rng.standard_normal(shape).astype(dtype)
+    g = rng.uniform(0.5, 2, (shape[0],) + (1,) * (len(shape) - 1)).astype(dtype)
+    _, norm = fn.weight_norm(v, g, axis=0, return_stats=True)
+    plain, streamed = streaming(lambda: fn.weight_norm_backward(dw, v, g, norm, axis=0))
+    _same(plain, streamed)
+    f64 = (lambda a: a.astype(np.float64))
+    expected = ref.weight_norm_backward(f64(dw), f64(v), f64(g), f64(norm), axis=0)
+    assert_close(streamed[0], expected[0], dtype)
 
 
 def test_stream_threshold_round_trip():
