@@ -1,0 +1,134 @@
+/*
+ * Times one C kernel directly, without Python: the harness behind the "C harness"
+ * figures of the README. Built by tools/kernel_bench.sh against one SIMD level.
+ *
+ *   kernel_bench OP A C B [N G]
+ *
+ * OP: bn_fwd (batch norm training forward), bn_moments, bn_bwd (training backward),
+ * bn_eval, gn_fwd, gn_bwd (group norm with N samples and G groups; A counts all rows,
+ * N of them per batch), ln_bwd (layer norm backward of A rows of C elements), copy.
+ * The (A, C, B) view is the kernels' own: channels-first batch norm is (N, C, H*W),
+ * channels-last (N*H*W, C, 1). The arrays start FN_OFF floats (default 4: 16 bytes, as
+ * NumPy's large arrays do) past a 64-byte boundary. Prints the median of 21 calls.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifndef ISA
+#define ISA avx512
+#endif
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define K(name) CAT(name, ISA)
+
+int K(fn_batch_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y,
+                             float *mo, float *ro, void *rm, void *rv, int f64, int64_t A,
+                             int64_t C, int64_t B, double eps, double mom, int training);
+int K(fn_batch_moments_f32)(const float *x, double *mean, double *m2, int64_t A, int64_t C,
+                            int64_t B);
+int K(fn_batch_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
+                             const float *rstd, const float *w, float *dx, float *dw,
+                             float *db, int64_t A, int64_t C, int64_t B, int training);
+int K(fn_group_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y,
+                             float *mo, float *ro, int64_t N, int64_t A, int64_t C, int64_t B,
+                             int64_t G, double eps);
+int K(fn_group_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
+                             const float *rstd, const float *w, float *dx, float *dw,
+                             float *db, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G);
+int K(fn_layer_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
+                             const float *rstd, const float *w, float *dx, float *dw,
+                             float *db, int64_t M, int64_t K);
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static float *buffer(int64_t n, int off)
+{
+    float *p = (float *)aligned_alloc(64, (size_t)(n + 64) * sizeof(float));
+    if (!p) {
+        perror("aligned_alloc");
+        exit(1);
+    }
+    return p + off;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s OP A C B [N G]\n", argv[0]);
+        return 2;
+    }
+    const char *op = argv[1];
+    int64_t A = atoll(argv[2]);
+    const int64_t C = atoll(argv[3]), B = atoll(argv[4]);
+    const int64_t N = argc > 5 ? atoll(argv[5]) : 1, G = argc > 6 ? atoll(argv[6]) : 1;
+    const int off = getenv("FN_OFF") ? atoi(getenv("FN_OFF")) : 4;
+    const int gn = !strncmp(op, "gn_", 3);
+    if (gn)
+        A /= N; /* rows per sample */
+    const int64_t n = N * A * C * B, ns = N * C > A ? N * C : A;
+    float *x = buffer(n, off), *y = buffer(n, off), *dy = buffer(n, off);
+    float *w = malloc((size_t)C * 4), *b = malloc((size_t)C * 4), *dw = malloc((size_t)C * 4);
+    float *db = malloc((size_t)C * 4), *mo = malloc((size_t)ns * 4), *ro = malloc((size_t)ns * 4);
+    double *dm = malloc((size_t)C * 8), *d2 = malloc((size_t)C * 8);
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
+        dy[i] = (float)((i * 104729) % 1000) / 500.0f - 1.0f;
+        y[i] = 0.0f;
+    }
+    for (int64_t c = 0; c < C; c++) {
+        w[c] = 1.0f + (float)c * 1e-3f;
+        b[c] = 0.1f;
+    }
+    /* statistics for the backward passes */
+    if (!strcmp(op, "ln_bwd"))
+        for (int64_t i = 0; i < A; i++) {
+            mo[i] = 0.01f * (float)i;
+            ro[i] = 1.5f;
+        }
+    else if (gn)
+        K(fn_group_norm_fwd_f32)(x, w, b, y, mo, ro, N, A, C, B, G, 1e-5);
+    else
+        K(fn_batch_norm_fwd_f32)(x, w, b, y, mo, ro, NULL, NULL, 0, A, C, B, 1e-5, 0.1, 1);
+    double ts[21];
+    for (int r = 0; r < 21; r++) {
+        const double t = now();
+        if (!strcmp(op, "bn_fwd"))
+            K(fn_batch_norm_fwd_f32)(x, w, b, y, mo, ro, NULL, NULL, 0, A, C, B, 1e-5, 0.1, 1);
+        else if (!strcmp(op, "bn_moments"))
+            K(fn_batch_moments_f32)(x, dm, d2, A, C, B);
+        else if (!strcmp(op, "bn_bwd"))
+            K(fn_batch_norm_bwd_f32)(dy, x, mo, ro, w, y, dw, db, A, C, B, 1);
+        else if (!strcmp(op, "bn_eval"))
+            K(fn_batch_norm_fwd_f32)(x, w, b, y, mo, ro, NULL, ro, 0, A, C, B, 1e-5, 0.1, 0);
+        else if (!strcmp(op, "gn_fwd"))
+            K(fn_group_norm_fwd_f32)(x, w, b, y, mo, ro, N, A, C, B, G, 1e-5);
+        else if (!strcmp(op, "gn_bwd"))
+            K(fn_group_norm_bwd_f32)(dy, x, mo, ro, w, y, dw, db, N, A, C, B, G);
+        else if (!strcmp(op, "ln_bwd"))
+            K(fn_layer_norm_bwd_f32)(dy, x, mo, ro, w, y, dw, db, A, C);
+        else if (!strcmp(op, "copy"))
+            memcpy(y, x, (size_t)n * sizeof(float));
+        else {
+            fprintf(stderr, "unknown OP %s\n", op);
+            return 2;
+        }
+        ts[r] = now() - t;
+    }
+    qsort(ts, 21, sizeof(double), cmp);
+    printf("%s median %.1f us\n", op, ts[10] * 1e6);
+    return 0;
+}
