@@ -6,10 +6,12 @@
  *
  * OP: bn_fwd (batch norm training forward), bn_moments, bn_bwd (training backward),
  * bn_eval, gn_fwd, gn_bwd (group norm with N samples and G groups; A counts all rows,
- * N of them per batch), ln_bwd (layer norm backward of A rows of C elements), copy.
+ * N of them per batch), ln_fwd, ln_bwd, rms_fwd, rms_bwd (layer and RMS norm of A rows
+ * of C elements), copy.
  * The (A, C, B) view is the kernels' own: channels-first batch norm is (N, C, H*W),
  * channels-last (N*H*W, C, 1). The arrays start FN_OFF floats (default 4: 16 bytes, as
- * NumPy's large arrays do) past a 64-byte boundary. Prints the median of 21 calls.
+ * NumPy's large arrays do) past a 64-byte boundary. Prints the median of 21 calls (FN_REPS
+ * calls, for a profile).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -38,6 +40,12 @@ int K(fn_group_norm_fwd_f32)(const float *x, const float *w, const float *b, flo
 int K(fn_group_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
                              const float *rstd, const float *w, float *dx, float *dw,
                              float *db, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G);
+int K(fn_layer_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y,
+                             float *mean, float *rstd, int64_t M, int64_t K, double eps);
+int K(fn_rms_norm_fwd_f32)(const float *x, const float *w, float *y, float *rstd, int64_t M,
+                           int64_t K, double eps);
+int K(fn_rms_norm_bwd_f32)(const float *dy, const float *x, const float *rstd, const float *w,
+                           float *dx, float *dw, int64_t M, int64_t K);
 int K(fn_layer_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
                              const float *rstd, const float *w, float *dx, float *dw,
                              float *db, int64_t M, int64_t K);
@@ -94,7 +102,7 @@ int main(int argc, char **argv)
         b[c] = 0.1f;
     }
     /* statistics for the backward passes */
-    if (!strcmp(op, "ln_bwd"))
+    if (!strncmp(op, "ln_", 3) || !strncmp(op, "rms_", 4))
         for (int64_t i = 0; i < A; i++) {
             mo[i] = 0.01f * (float)i;
             ro[i] = 1.5f;
@@ -103,8 +111,9 @@ int main(int argc, char **argv)
         K(fn_group_norm_fwd_f32)(x, w, b, y, mo, ro, N, A, C, B, G, 1e-5);
     else
         K(fn_batch_norm_fwd_f32)(x, w, b, y, mo, ro, NULL, NULL, 0, A, C, B, 1e-5, 0.1, 1);
-    double ts[21];
-    for (int r = 0; r < 21; r++) {
+    const int reps = getenv("FN_REPS") ? atoi(getenv("FN_REPS")) : 21;
+    double *ts = malloc((size_t)(reps > 0 ? reps : 1) * sizeof(double));
+    for (int r = 0; r < reps; r++) {
         const double t = now();
         if (!strcmp(op, "bn_fwd"))
             K(fn_batch_norm_fwd_f32)(x, w, b, y, mo, ro, NULL, NULL, 0, A, C, B, 1e-5, 0.1, 1);
@@ -118,8 +127,14 @@ int main(int argc, char **argv)
             K(fn_group_norm_fwd_f32)(x, w, b, y, mo, ro, N, A, C, B, G, 1e-5);
         else if (!strcmp(op, "gn_bwd"))
             K(fn_group_norm_bwd_f32)(dy, x, mo, ro, w, y, dw, db, N, A, C, B, G);
+        else if (!strcmp(op, "ln_fwd"))
+            K(fn_layer_norm_fwd_f32)(x, w, b, y, mo, ro, A, C, 1e-5);
         else if (!strcmp(op, "ln_bwd"))
             K(fn_layer_norm_bwd_f32)(dy, x, mo, ro, w, y, dw, db, A, C);
+        else if (!strcmp(op, "rms_fwd"))
+            K(fn_rms_norm_fwd_f32)(x, w, y, ro, A, C, 1e-5);
+        else if (!strcmp(op, "rms_bwd"))
+            K(fn_rms_norm_bwd_f32)(dy, x, ro, w, y, dw, A, C);
         else if (!strcmp(op, "copy"))
             memcpy(y, x, (size_t)n * sizeof(float));
         else {
@@ -128,7 +143,7 @@ int main(int argc, char **argv)
         }
         ts[r] = now() - t;
     }
-    qsort(ts, 21, sizeof(double), cmp);
-    printf("%s median %.1f us\n", op, ts[10] * 1e6);
+    qsort(ts, (size_t)reps, sizeof(double), cmp);
+    printf("%s median %.1f us\n", op, ts[reps / 2] * 1e6);
     return 0;
 }

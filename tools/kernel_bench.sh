@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 isa=avx512
 if [ "${1:-}" = "--isa" ]; then isa=$2; shift 2; fi
 out=${TMPDIR:-/tmp}/fastnorm-kernel-bench-$isa
-flags="-O3 -std=gnu11 -fno-math-errno -fopenmp -fopenmp-simd -Wno-psabi -I$here/csrc"
+flags="-O3 -std=gnu11 -fno-math-errno -fopenmp -fopenmp-simd -Wno-psabi -I$here/csrc ${FN_CFLAGS:-}"
 if [ ! -x "$out" ] || [ -n "$(find "$here/csrc" "$here/tools/kernel_bench.c" -newer "$out" -print -quit)" ]; then
     gcc $flags -c "$here/csrc/kernels_$isa.c" -o "$out.k.o"
     gcc $flags -c "$here/csrc/runtime.c" -o "$out.rt.o"
