@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from numpy.exceptions import AxisError
 
 import fastnorm as fn
+from fastnorm import _kernels
 from fastnorm import reference as ref
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -766,6 +767,37 @@ def test_backward_float32_extreme_magnitudes(rng, op, case, K):
         else:
             assert_close(g, e, F32, scale=np.abs(e).max(), factor=2.0,
                          err_msg=f"{case}: gradient {i}")
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["stores", "streamed"])
+@pytest.mark.parametrize("K", [64, 1031, 2048, 2053, 4096])
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_backward_rows_match_single_rows(rng, op, K, streamed):
+    # every row's dx must be bit for bit the one it gets alone, whatever its neighbours:
+    # float rows, rows computed in double (dy far above float's comfortable range, or far
+    # below it), the block's last row, streamed or not
+    M = 7
+    x = normal(rng, (M, K), F32, 0.5, 2.0)
+    dy = normal(rng, (M, K), F32)
+    dy[3] *= np.float32(1e35)
+    dy[4] *= np.float32(1e-36)
+    w = normal(rng, (K,), F32, 1.0, 0.5)
+    b = normal(rng, (K,), F32) if op is LN else None
+    _, *stats = op.fwd(x, w, b)
+    old = _kernels.get_stream_bytes()
+    _kernels.set_stream_bytes(0 if streamed else 1 << 62)
+    try:
+        grads = op.bwd(dy, x, stats, w)
+        alone = [op.bwd(dy[r : r + 1], x[r : r + 1], [s[r : r + 1] for s in stats], w)[0]
+                 for r in range(M)]
+    finally:
+        _kernels.set_stream_bytes(old)
+    for r in range(M):
+        assert_identical(grads[0][r : r + 1], alone[r], f"dx row {r}")
+    expected = op.ref_bwd(dy, x, stats, w)
+    for i in range(1, len(grads)):
+        assert_close(grads[i], expected[i], F32, scale=np.abs(expected[i]).max(), factor=2.0,
+                     err_msg=f"gradient {i}")
 
 
 def _clean_and_dirty(rng, dtype, K, row, value, where=3):
