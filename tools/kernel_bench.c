@@ -7,7 +7,8 @@
  * OP: bn_fwd (batch norm training forward), bn_moments, bn_bwd (training backward),
  * bn_eval, gn_fwd, gn_bwd (group norm with N samples and G groups; A counts all rows,
  * N of them per batch), ln_fwd, ln_bwd, rms_fwd, rms_bwd (layer and RMS norm of A rows
- * of C elements), copy.
+ * of C elements), wn_fwd, wn_bwd (weight norm of A rows of C elements, one norm per
+ * row), copy.
  * The (A, C, B) view is the kernels' own: channels-first batch norm is (N, C, H*W),
  * channels-last (N*H*W, C, 1). The arrays start FN_OFF floats (default 4: 16 bytes, as
  * NumPy's large arrays do) past a 64-byte boundary. Prints the median of 21 calls (FN_REPS
@@ -46,6 +47,11 @@ int K(fn_rms_norm_fwd_f32)(const float *x, const float *w, float *y, float *rstd
                            int64_t K, double eps);
 int K(fn_rms_norm_bwd_f32)(const float *dy, const float *x, const float *rstd, const float *w,
                            float *dx, float *dw, int64_t M, int64_t K);
+int K(fn_weight_norm_fwd_f32)(const float *v, const float *g, float *w, float *norm,
+                              int64_t A, int64_t C, int64_t B);
+int K(fn_weight_norm_bwd_f32)(const float *dw, const float *v, const float *g,
+                              const float *norm, float *dv, float *dg, int64_t A, int64_t C,
+                              int64_t B);
 int K(fn_layer_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
                              const float *rstd, const float *w, float *dx, float *dw,
                              float *db, int64_t M, int64_t K);
@@ -92,6 +98,9 @@ int main(int argc, char **argv)
     float *w = malloc((size_t)C * 4), *b = malloc((size_t)C * 4), *dw = malloc((size_t)C * 4);
     float *db = malloc((size_t)C * 4), *mo = malloc((size_t)ns * 4), *ro = malloc((size_t)ns * 4);
     double *dm = malloc((size_t)C * 8), *d2 = malloc((size_t)C * 8);
+    float *gv = malloc((size_t)ns * 4); /* weight norm's g, one per row */
+    for (int64_t i = 0; i < ns; i++)
+        gv[i] = 1.5f;
     for (int64_t i = 0; i < n; i++) {
         x[i] = (float)((i * 7919) % 1000) / 500.0f - 1.0f;
         dy[i] = (float)((i * 104729) % 1000) / 500.0f - 1.0f;
@@ -102,7 +111,9 @@ int main(int argc, char **argv)
         b[c] = 0.1f;
     }
     /* statistics for the backward passes */
-    if (!strncmp(op, "ln_", 3) || !strncmp(op, "rms_", 4))
+    if (!strncmp(op, "wn_", 3))
+        K(fn_weight_norm_fwd_f32)(x, gv, y, ro, 1, A, C);
+    else if (!strncmp(op, "ln_", 3) || !strncmp(op, "rms_", 4))
         for (int64_t i = 0; i < A; i++) {
             mo[i] = 0.01f * (float)i;
             ro[i] = 1.5f;
@@ -135,6 +146,10 @@ int main(int argc, char **argv)
             K(fn_rms_norm_fwd_f32)(x, w, y, ro, A, C, 1e-5);
         else if (!strcmp(op, "rms_bwd"))
             K(fn_rms_norm_bwd_f32)(dy, x, ro, w, y, dw, A, C);
+        else if (!strcmp(op, "wn_fwd"))
+            K(fn_weight_norm_fwd_f32)(x, gv, y, ro, 1, A, C);
+        else if (!strcmp(op, "wn_bwd"))
+            K(fn_weight_norm_bwd_f32)(dy, x, gv, ro, y, mo, 1, A, C);
         else if (!strcmp(op, "copy"))
             memcpy(y, x, (size_t)n * sizeof(float));
         else {
