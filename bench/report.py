@@ -8,8 +8,8 @@ installed, and ``np.copyto`` of the same bytes. Prints a table, writes the recor
 machine's description as JSON and, when matplotlib is importable, draws a PNG of the speedup
 over PyTorch and the fraction of copy speed per op and pass.
 
-    python bench/report.py [--threads 1,2] [--full] [--quick] [--ops A,B] [--pass P,Q]
-                           [--out DIR]
+    python bench/report.py [--threads 1,2] [--full] [--quick] [--rounds N] [--round-ms MS]
+                           [--ops A,B] [--pass P,Q] [--out DIR]
     python bench/report.py --plot RESULTS.json    # redraw the PNG of a saved run
 """
 
@@ -64,10 +64,46 @@ def csv_list(text):
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def timing(args):
+    """(rounds, seconds per round) from --quick, --rounds and --round-ms."""
+    rounds, target = (3, 0.02) if args.quick else (5, 0.03)
+    if args.rounds is not None:
+        rounds = args.rounds
+    if args.round_ms is not None:
+        target = args.round_ms / 1e3
+    return rounds, target
+
+
 def add_selection_args(parser):
     """The options report.py and scaling.py share: which cases, how long, where to."""
     parser.add_argument("--full", action="store_true", help="every shape of every op")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter timing rounds")
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        metavar="N",
+        help="timing rounds per case, the median taken (default: 5, 3 with --quick)",
+    )
+    parser.add_argument(
+        "--round-ms",
+        type=_positive_float,
+        metavar="MS",
+        help="length of a round in milliseconds (default: 30, 20 with --quick)",
+    )
     parser.add_argument("--ops", type=csv_list, metavar="A,B", help="op names (default: all)")
     parser.add_argument(
         "--pass",
@@ -321,7 +357,7 @@ def main(argv=None):
         return 2
     torch = _bench.torch_or_none()
     info = _bench.machine_info(torch)
-    rounds, target = (3, 0.02) if args.quick else (5, 0.03)
+    rounds, target = timing(args)
     ncases = sum(len(op.run_cases(args.full)) for op in ops)
     print(describe(info))
     if importlib.util.find_spec("threadpoolctl") is None:

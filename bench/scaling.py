@@ -8,8 +8,8 @@ count, and the copy times: ``np.copyto``, which NumPy runs on one thread whateve
 and, with torch installed, ``Tensor.copy_``, which PyTorch splits over its threads. Writes the
 records (as bench/report.py's) and the machine's description as JSON.
 
-    python bench/scaling.py [--threads 1,2,4,8,16] [--force] [--full] [--quick] [--ops A,B]
-                            [--pass P,Q] [--out DIR]
+    python bench/scaling.py [--threads 1,2,4,8,16] [--force] [--full] [--quick] [--rounds N]
+                            [--round-ms MS] [--ops A,B] [--pass P,Q] [--out DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from report import (
     geomean,
     header,
     stamp,
+    timing,
     write_json,
 )
 
@@ -147,7 +148,7 @@ def main(argv=None):
         return 2
     torch = _bench.torch_or_none()
     info = _bench.machine_info(torch)
-    rounds, target = (3, 0.02) if args.quick else (5, 0.03)
+    rounds, target = timing(args)
     print(describe(info))
     print(f"thread counts: {', '.join(map(str, counts))}", end="")
     if skipped:
