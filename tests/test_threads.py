@@ -115,6 +115,7 @@ BIG_CASES = {
     "rms_norm (1500, 47)": rows_runner("rms_norm", (1500, 47), -1),
     "batch_norm (8, 3, 64, 64)": batch_norm_runner((8, 3, 64, 64), 1),
     "batch_norm (8, 64, 64, 3) axis=-1": batch_norm_runner((8, 64, 64, 3), -1),
+    "batch_norm (6, 96, 96, 4) axis=-1": batch_norm_runner((6, 96, 96, 4), -1),
     "batch_norm (512, 129)": batch_norm_runner((512, 129), 1),
     "batch_norm (2, 3, 40000)": batch_norm_runner((2, 3, 40000), 1),
     "batch_norm (64, 40, 33) axis=-1": batch_norm_runner((64, 40, 33), -1),
