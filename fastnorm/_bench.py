@@ -672,7 +672,8 @@ OPS += [
 def select(names: Sequence[str] | None = None, kinds: Sequence[str] | None = None) -> list[Op]:
     """The entries of :data:`OPS` with the given names and kinds, in table order.
 
-    ``kinds=None`` picks the default entries. Unknown names or kinds raise ValueError.
+    ``kinds=None`` picks the default entries. Unknown names or kinds, and a choice that
+    selects no entry (an op without that pass), raise ValueError.
     """
     known_names = list(dict.fromkeys(op.name for op in OPS))
     known_kinds = list(dict.fromkeys(op.kind for op in OPS))
@@ -682,12 +683,21 @@ def select(names: Sequence[str] | None = None, kinds: Sequence[str] | None = Non
             raise ValueError(
                 f"unknown {what} {', '.join(bad)}; expected some of {', '.join(known)}"
             )
-    return [
+    chosen = [
         op
         for op in OPS
         if (names is None or op.name in names)
         and (op.default if kinds is None else op.kind in kinds)
     ]
+    if not chosen:
+        have = {n: [op.kind for op in OPS if op.name == n] for n in names or known_names}
+        raise ValueError(
+            f"no entry for op {', '.join(names or ())} with pass {', '.join(kinds or ())} "
+            "(the passes each op has: "
+            + "; ".join(f"{n}: {', '.join(dict.fromkeys(k))}" for n, k in have.items())
+            + ")"
+        )
+    return chosen
 
 
 def make_inputs(inputs, shape, dtype, seed: int = 0) -> Arrays:
