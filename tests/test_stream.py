@@ -121,27 +121,32 @@ def test_group_rows_streaming_matches(streaming, dtype, shape, G):
                  dtype)
 
 
-@pytest.mark.parametrize("C", [1, 2, 3, 4, 5, 8, 12, 16, 48, 64])
-def test_channels_last_period_any_output_offset(streaming, C):
-    """Channels-last rows whose coefficients repeat within a few registers are normalized
-    with the coefficients held in registers, from the output's first aligned vector on:
-    every start of the output within a cache line gives the same bits, streamed or not,
-    and those of the reference."""
-    rng = np.random.default_rng(C)
+@pytest.mark.parametrize(
+    ("C", "B"),
+    [(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (8, 1), (12, 1), (16, 1), (48, 1), (64, 1),
+     (2, 2), (3, 4), (4, 4), (6, 8), (16, 4), (5, 3)],
+)
+def test_short_period_rows_any_output_offset(streaming, C, B):
+    """Rows of C * B elements (C channels of B) whose coefficients repeat within a few
+    registers are normalized with the coefficients held in registers, from the output's
+    first aligned vector on: every start of the output within a cache line gives the
+    same bits, streamed or not, and those of the reference."""
+    rng = np.random.default_rng(C * 100 + B)
     rows = 1037  # an odd count: a head, whole periods and a part period at the end
-    x = (rng.standard_normal((rows, C)) * 3 + 5).astype(np.float32)
+    shape = (rows, C, B)
+    x = (rng.standard_normal(shape) * 3 + 5).astype(np.float32)
     w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     rm, rv = rng.standard_normal(C).astype(np.float32), rng.uniform(0.5, 2, C).astype(np.float32)
 
     def call():
         res = []
         for k in range(16):
-            buf = np.empty(rows * C + 32, np.float32)
+            buf = np.empty(x.size + 32, np.float32)
             start = (-buf.ctypes.data % 64) // 4 + k
-            out = buf[start:start + rows * C].reshape(rows, C)
-            fn.batch_norm(x, w, b, axis=-1, out=out)
+            out = buf[start:start + x.size].reshape(shape)
+            fn.batch_norm(x, w, b, axis=1, out=out)
             oe = out.copy()
-            fn.batch_norm(x, w, b, rm, rv, training=False, axis=-1, out=out)
+            fn.batch_norm(x, w, b, rm, rv, training=False, axis=1, out=out)
             res.append((oe, out.copy()))
         return res
 
@@ -150,9 +155,9 @@ def test_channels_last_period_any_output_offset(streaming, C):
         _same(p, s)
         _same(p, plain[0])
     x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
-    assert_close(plain[0][0], ref.batch_norm(x64, w64, b64, axis=-1), np.float32)
+    assert_close(plain[0][0], ref.batch_norm(x64, w64, b64, axis=1), np.float32)
     expected = ref.batch_norm(x64, w64, b64, rm.astype(np.float64), rv.astype(np.float64),
-                              training=False, axis=-1)
+                              training=False, axis=1)
     assert_close(plain[0][1], expected, np.float32)
 
 
