@@ -207,6 +207,37 @@ def test_channels_streaming_matches(streaming, dtype, shape, axis):
     assert_close(streamed[4], ref.group_norm(x64, G, w64, b64, axis=axis), dtype)
 
 
+@pytest.mark.parametrize(("C", "B"), [(1, 1), (3, 1), (4, 1), (12, 1), (16, 1), (48, 1), (64, 1),
+                                    (3, 4), (16, 4)])
+def test_short_period_backward_with_values_float_cannot_do(streaming, C, B):
+    """The backward's dx of rows whose coefficients repeat within a few registers, with dy
+    values whose dx float arithmetic must not produce (near 1e35 and 1e-36): those
+    vectors and what follows in their super-row are computed in double. Streamed or not
+    (the vectors start at other places), the same bits, and those of the reference."""
+    rng = np.random.default_rng(C * 10 + B)
+    shape = (2053, C, B)
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    flat = dy.reshape(-1)
+    flat[rng.choice(flat.size, 5, replace=False)] = np.float32(1e35)
+    flat[rng.choice(flat.size, 5, replace=False)] = np.float32(1e-36)
+    w = rng.uniform(0.5, 2, C).astype(np.float32)
+    _, mean, rstd = fn.batch_norm(x, w, None, axis=1, return_stats=True)
+
+    def call():
+        return (*fn.batch_norm_backward(dy, x, mean, rstd, w, axis=1),
+                *fn.batch_norm_backward(dy, x, mean, rstd, w, axis=1, training=False))
+
+    plain, streamed = streaming(call)
+    _same(plain, streamed)
+    d64 = [a.astype(np.float64) for a in (dy, x, mean, rstd, w)]
+    for got, exp in zip(plain[:3], ref.batch_norm_backward(*d64, axis=1), strict=True):
+        assert_close(got, exp, np.float32)
+    for got, exp in zip(plain[3:], ref.batch_norm_backward(*d64, axis=1, training=False),
+                        strict=True):
+        assert_close(got, exp, np.float32)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
     ("shape", "axis"),
