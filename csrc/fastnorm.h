@@ -69,6 +69,12 @@ const char *fn_isa_name(int level);
  * restores the default (8 MiB). Results do not depend on it. */
 void fn_set_stream_bytes(int64_t bytes);
 int64_t fn_get_stream_bytes(void);
+/* Fault in the pages of a fresh output of `bytes` bytes at p, writable, from the calling
+ * thread, without changing its contents (Linux's MADV_POPULATE_WRITE; elsewhere, or on a
+ * kernel without it, nothing). Done before a multi-threaded kernel writes a large fresh
+ * output: the threads faulting its pages at once, with huge pages asked for (NumPy does
+ * from 4 MiB), could take 10x as long as one thread doing it alone. */
+void fn_prefault(void *p, int64_t bytes);
 /* Compiler and build flags, as one human-readable line. */
 const char *fn_build_info(void);
 

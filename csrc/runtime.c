@@ -3,6 +3,14 @@
 
 #include <stdio.h>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; older kernels refuse it (EINVAL) */
+#endif
+#endif
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #define FN_HAVE_ATFORK 1
@@ -23,6 +31,26 @@ int64_t fn_stream_bytes = FN_STREAM_BYTES;
 void fn_set_stream_bytes(int64_t bytes) { fn_stream_bytes = bytes >= 0 ? bytes : FN_STREAM_BYTES; }
 
 int64_t fn_get_stream_bytes(void) { return fn_stream_bytes; }
+
+void fn_prefault(void *p, int64_t bytes)
+{
+#if defined(__linux__)
+    if (!p || bytes <= 0)
+        return;
+    const long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0)
+        return;
+    /* the whole pages inside the range: the partial first and last pages may hold other
+     * data, which this call must not fault (it would not change it either) */
+    const uintptr_t a = (uintptr_t)p, b = a + (uintptr_t)bytes;
+    const uintptr_t m = (uintptr_t)ps - 1, lo = (a + m) & ~m, hi = b & ~m;
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE); /* failure: no harm done */
+#else
+    (void)p;
+    (void)bytes;
+#endif
+}
 
 /* Set in a child created by fork(): GNU libgomp's thread pool does not survive fork, and
  * a parallel region in the child could wait forever for the parent's threads, so the

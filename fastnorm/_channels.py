@@ -12,6 +12,7 @@ from ._validate import (
     contiguous,
     finish_out,
     make_out,
+    new_output,
     normalize_axis,
     prod,
     stat_dtype,
@@ -126,7 +127,7 @@ def _grad_arrays(shape, C, dtype, with_weight):
     """dx (uninitialized, x's dtype), dweight (None without a weight) and dbias (in the
     statistics' dtype); the per-channel ones zeroed when x is empty, since no kernel runs
     then."""
-    dx = np.empty(shape, dtype)
+    dx = new_output(shape, dtype)
     empty = dx.size == 0
     make = np.zeros if empty else np.empty
     sdtype = stat_dtype(dtype)

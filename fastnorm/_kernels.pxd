@@ -30,6 +30,7 @@ cdef extern from "fastnorm.h" nogil:
     const char *fn_build_info()
     void fn_set_stream_bytes(int64_t bytes)
     int64_t fn_get_stream_bytes()
+    void fn_prefault(void *p, int64_t nbytes)
 
     int fn_layer_norm_fwd_f32(const float *x, const float *weight, const float *bias,
                               float *y, float *mean, float *rstd, int64_t M, int64_t K,

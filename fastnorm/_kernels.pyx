@@ -7,7 +7,7 @@ The *_fast functions at the end are the exception: they take a public function's
 arguments and run its kernel only where C-level checks prove the call valid (see there).
 """
 cimport numpy as cnp
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uintptr_t
 
 cnp.import_array()
 fn_runtime_init()
@@ -82,6 +82,13 @@ def set_stream_bytes(int64_t nbytes):
 
 def get_stream_bytes():
     return fn_get_stream_bytes()
+
+
+def prefault(arr):
+    """Fault in the pages of a fresh C-contiguous output array from this thread (see
+    fn_prefault); its contents are left as they are."""
+    cdef uintptr_t p = arr.ctypes.data
+    fn_prefault(<void *>p, arr.nbytes)
 
 
 def isa_supported():
@@ -674,6 +681,19 @@ cdef inline object _empty(int nd, cnp.npy_intp *dims, int kind):
     return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT64 if kind else cnp.NPY_FLOAT32, 0)
 
 
+# fastnorm._validate.PREFAULT_BYTES: see new_output there
+cdef int64_t _PREFAULT_BYTES = 32 << 20
+
+
+cdef inline object _empty_out(int nd, cnp.npy_intp *dims, int kind):
+    """_empty for a kernel's output (y, dx): as fastnorm._validate.new_output."""
+    a = _empty(nd, dims, kind)
+    cdef int64_t nbytes = cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    if nbytes >= _PREFAULT_BYTES and fn_get_num_threads() > 1:
+        fn_prefault(cnp.PyArray_DATA(<cnp.ndarray>a), nbytes)
+    return a
+
+
 def layer_norm_fast(x, weight, bias, axis, eps, return_stats):
     """fastnorm.layer_norm(x, weight, bias, axis=axis, eps=eps, return_stats=return_stats)
     for the common call, or None."""
@@ -693,7 +713,7 @@ def layer_norm_fast(x, weight, bias, axis, eps, return_stats):
     if not (_fast_param(weight, kind, nd - ax, dims + ax)
             and _fast_param(bias, kind, nd - ax, dims + ax)):
         return None
-    y = _empty(nd, dims, kind)
+    y = _empty_out(nd, dims, kind)
     mean = _empty(ax, dims, kind) if stats else None
     rstd = _empty(ax, dims, kind) if stats else None
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
@@ -731,7 +751,7 @@ def rms_norm_fast(x, weight, axis, eps, return_stats):
     cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
     if M * K == 0 or not _fast_param(weight, kind, nd - ax, dims + ax):
         return None
-    y = _empty(nd, dims, kind)
+    y = _empty_out(nd, dims, kind)
     rstd = _empty(ax, dims, kind) if stats else None
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void *pw = _p(weight)
@@ -768,7 +788,7 @@ def layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis):
             and _fast_like(rstd, kind, ax, dims)
             and _fast_param(weight, kind, nd - ax, dims + ax)):
         return None
-    dx = _empty(nd, dims, kind)
+    dx = _empty_out(nd, dims, kind)
     dweight = None if weight is None else _empty(nd - ax, dims + ax, kind)
     dbias = _empty(nd - ax, dims + ax, kind)
     cdef void *pdy = cnp.PyArray_DATA(<cnp.ndarray>dy)
@@ -811,7 +831,7 @@ def rms_norm_bwd_fast(dy, x, rstd, weight, axis):
     if not (_fast_like(dy, kind, nd, dims) and _fast_like(rstd, kind, ax, dims)
             and _fast_param(weight, kind, nd - ax, dims + ax)):
         return None
-    dx = _empty(nd, dims, kind)
+    dx = _empty_out(nd, dims, kind)
     dweight = None if weight is None else _empty(nd - ax, dims + ax, kind)
     cdef void *pdy = cnp.PyArray_DATA(<cnp.ndarray>dy)
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
@@ -879,7 +899,7 @@ def batch_norm_fast(x, weight, bias, running_mean, running_var, training, moment
         rk = rvk
     if not train and (running_mean is None or running_var is None):
         return None
-    y = _empty(nd, dims, kind)
+    y = _empty_out(nd, dims, kind)
     mean = _empty(1, dims + ax, kind) if stats else None
     rstd = _empty(1, dims + ax, kind) if stats else None
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)

@@ -11,6 +11,7 @@ from ._validate import (
     contiguous,
     finish_out,
     make_out,
+    new_output,
     normalize_axis,
     prod,
     stat_dtype,
@@ -149,7 +150,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     mean = as_like(mean, "mean", batch_shape, sdtype)
     rstd = as_like(rstd, "rstd", batch_shape, sdtype)
     weight = as_param(weight, "weight", norm_shape, sdtype)
-    dx = np.empty(x.shape, dtype)
+    dx = new_output(x.shape, dtype)
     dweight = None if weight is None else np.empty(norm_shape, sdtype)
     dbias = np.empty(norm_shape, sdtype)
     _kernels.layer_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias, M, K)
@@ -235,7 +236,7 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     sdtype = stat_dtype(dtype)
     rstd = as_like(rstd, "rstd", batch_shape, sdtype)
     weight = as_param(weight, "weight", norm_shape, sdtype)
-    dx = np.empty(x.shape, dtype)
+    dx = new_output(x.shape, dtype)
     dweight = None if weight is None else np.empty(norm_shape, sdtype)
     _kernels.rms_norm_bwd(dy, contiguous(x), rstd, weight, dx, dweight, M, K)
     return dx, dweight

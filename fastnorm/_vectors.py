@@ -9,9 +9,10 @@ from ._validate import (
     check_eps,
     contiguous,
     finish_out,
-    make_out,
-    normalize_axis,
     is_half,
+    make_out,
+    new_output,
+    normalize_axis,
     prod,
     stat_dtype,
 )
@@ -105,7 +106,7 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
     eps = check_eps(eps)
     dy = as_like(dy, "dy", y.shape, dtype)
     norm = as_like(norm, "norm", norm_shape, stat_dtype(dtype))
-    dx = np.empty(y.shape, dtype)
+    dx = new_output(y.shape, dtype)
     if y.size:
         _kernels.l2_normalize_bwd(dy, contiguous(y), norm, dx, *view, eps)
     return dx
@@ -160,7 +161,7 @@ def weight_norm(v, g, *, axis=0, return_stats=False):
     """
     v = as_input(v, "v")
     (A, C, B), g, _ = _wn_layout(v, g, axis)
-    w = np.empty(v.shape, v.dtype)
+    w = new_output(v.shape, v.dtype)
     norm = np.empty(C, stat_dtype(v.dtype)) if return_stats else None
     if v.size:
         _kernels.weight_norm_fwd(contiguous(v), g, w, norm, A, C, B)
@@ -191,7 +192,7 @@ def weight_norm_backward(dw, v, g, norm, *, axis=0):
     (A, C, B), g, g_shape = _wn_layout(v, g, axis)
     dw = as_like(dw, "dw", v.shape, dtype)
     norm = as_like(norm, "norm", (C,), stat_dtype(dtype))
-    dv = np.empty(v.shape, dtype)
+    dv = new_output(v.shape, dtype)
     dg = np.zeros(C, stat_dtype(dtype))
     if v.size:
         _kernels.weight_norm_bwd(dw, contiguous(v), g, norm, dv, dg, A, C, B)
@@ -241,7 +242,7 @@ def _serial_normalizations(N, M):
 
 def _unit_rows(a, eps):
     """(rows of a divided by max(norm, eps), norms) with the l2_normalize kernel."""
-    y = np.empty(a.shape, a.dtype)
+    y = new_output(a.shape, a.dtype)
     norm = np.empty(a.shape[0], a.dtype)
     if a.size:
         _kernels.l2_normalize_fwd(contiguous(a), y, norm, a.shape[0], 1, 1, a.shape[1], eps)
@@ -328,7 +329,7 @@ def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
         wh = contiguous(w) / np.maximum(w_norm, dtype.type(eps))[:, None]
     dxh = np.ascontiguousarray(dy @ wh)
     dwh = np.ascontiguousarray(dy.T @ xh)
-    dx = np.empty((N, D), dtype)
+    dx = new_output((N, D), dtype)
     dw = np.empty((M, D), dtype)
     with _serial_if(_serial_normalizations(N, M)):
         if dx.size:

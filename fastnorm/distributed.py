@@ -37,7 +37,7 @@ import numpy as np
 from . import _kernels
 from ._channels import _bn_args, _bn_grad_args, batch_norm
 from ._moments import _merge
-from ._validate import contiguous, stat_dtype
+from ._validate import contiguous, new_output, stat_dtype
 
 __all__ = ["sync_batch_norm", "sync_batch_norm_backward"]
 
@@ -186,7 +186,7 @@ def sync_batch_norm(
     if n == 0:
         # No global batch (x is empty on every rank): NaN statistics, running statistics
         # untouched, as batch_norm on an empty batch.
-        y = np.empty(x.shape, dtype)
+        y = new_output(x.shape, dtype)
         nan = np.full(C, np.nan, sdtype)
         return (y, nan, nan.copy()) if return_stats else y
     mean, var = np.array(mean), m2 / n  # own arrays: the merge may return received ones
@@ -256,7 +256,7 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm):
             f"channels (sums of shape {total.shape} reduced, this rank has "
             f"C={C})"
         )
-    dx = np.empty(x.shape, dtype)
+    dx = new_output(x.shape, dtype)
     if x.size:
         g1 = np.ascontiguousarray(total[1 : C + 1])
         g2 = np.ascontiguousarray(total[C + 1 :])
