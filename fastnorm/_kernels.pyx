@@ -681,8 +681,10 @@ cdef inline object _empty(int nd, cnp.npy_intp *dims, int kind):
     return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT64 if kind else cnp.NPY_FLOAT32, 0)
 
 
-# fastnorm._validate.PREFAULT_BYTES: see new_output there
-cdef int64_t _PREFAULT_BYTES = 32 << 20
+# Fresh outputs from this size on are faulted in by the calling thread before a
+# multi-threaded kernel writes them (see fastnorm._validate.new_output, which reads it).
+PREFAULT_BYTES = 32 << 20
+cdef int64_t _PREFAULT_BYTES = PREFAULT_BYTES
 
 
 cdef inline object _empty_out(int nd, cnp.npy_intp *dims, int kind):

@@ -141,9 +141,9 @@ def normalize_axis(axis, ndim, name="axis"):
 
 
 # Fresh outputs from this size on are faulted in by the calling thread before a
-# multi-threaded kernel writes them (see new_output; the fast path of _kernels.pyx has its
-# own copy of the value).
-PREFAULT_BYTES = 32 << 20
+# multi-threaded kernel writes them (see new_output; the fast path of _kernels.pyx uses the
+# same value).
+PREFAULT_BYTES = _kernels.PREFAULT_BYTES
 
 
 def new_output(shape, dtype):
