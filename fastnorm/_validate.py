@@ -152,7 +152,8 @@ def new_output(shape, dtype):
     kernel's threads at once, with the huge pages NumPy asks for, a fresh 32 MiB output
     made layer_norm float64 (4096, 1024) take 34-35 ms at two threads, against 3.4-3.7 ms
     this way. Smaller outputs are left alone: glibc reuses freed memory for them, already
-    faulted, and the extra step made 4 MiB outputs up to 4.6x slower."""
+    faulted, and the extra step made 4 MiB outputs up to 4.6x slower (README, "Fresh
+    outputs")."""
     a = np.empty(shape, dtype)
     if a.nbytes >= PREFAULT_BYTES and _kernels.get_num_threads() > 1:
         _kernels.prefault(a)
