@@ -196,11 +196,10 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     >>> rm, rv
     (array([0.2, 2. ]), array([ 1.1, 20.9]))
     """
-    if out is None:
-        r = _kernels.batch_norm_fast(x, weight, bias, running_mean, running_var, training,
-                                     momentum, eps, axis, return_stats)
-        if r is not None:
-            return r
+    r = _kernels.batch_norm_fast(x, weight, bias, running_mean, running_var, training,
+                                 momentum, eps, axis, return_stats, out)
+    if r is not None:
+        return r
     x, (A, C, B), eps, momentum, weight, bias, rm, rv = _bn_args(
         x, weight, bias, running_mean, running_var, axis, eps, momentum)
     dtype = x.dtype

@@ -147,10 +147,16 @@ def batch_norm_bwd_apply(
 # The fast path for the common call: the public function's result, or None where its full
 # path must judge the arguments.
 def layer_norm_fast(
-    x: object, weight: object, bias: object, axis: object, eps: object, return_stats: object
+    x: object,
+    weight: object,
+    bias: object,
+    axis: object,
+    eps: object,
+    return_stats: object,
+    out: object = None,
 ) -> Any: ...
 def rms_norm_fast(
-    x: object, weight: object, axis: object, eps: object, return_stats: object
+    x: object, weight: object, axis: object, eps: object, return_stats: object, out: object = None
 ) -> Any: ...
 def layer_norm_bwd_fast(
     dy: object, x: object, mean: object, rstd: object, weight: object, axis: object
@@ -169,4 +175,5 @@ def batch_norm_fast(
     eps: object,
     axis: object,
     return_stats: object,
+    out: object = None,
 ) -> Any: ...

@@ -591,7 +591,8 @@ def batch_norm_bwd_apply(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.nd
 # run the kernel only when C-level checks prove the call is the common, valid one: base-class
 # ndarrays of the canonical native float32/float64 dtype, C-contiguous and aligned,
 # parameters of x's dtype and exact shape, an int axis in range, Python float eps (and
-# momentum) in range, no empty input. For anything else they return None and the caller
+# momentum) in range, no empty input, and an `out` (if any) that the full path would write
+# into directly (see _fast_dest). For anything else they return None and the caller
 # takes its full path in Python, which stays the one place where input is judged and errors
 # are raised. The results are those of that path: the same kernels on the same arrays.
 
@@ -696,9 +697,38 @@ cdef inline object _empty_out(int nd, cnp.npy_intp *dims, int kind):
     return a
 
 
-def layer_norm_fast(x, weight, bias, axis, eps, return_stats):
-    """fastnorm.layer_norm(x, weight, bias, axis=axis, eps=eps, return_stats=return_stats)
-    for the common call, or None."""
+cdef inline bint _apart(object a, object out):
+    """Whether a (None, or a C-contiguous array) and the C-contiguous out share no byte:
+    numpy.may_share_memory's answer for such arrays."""
+    if a is None:
+        return True
+    cdef char *p = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    cdef char *q = <char *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    return (p + cnp.PyArray_NBYTES(<cnp.ndarray>a) <= q
+            or q + cnp.PyArray_NBYTES(<cnp.ndarray>out) <= p)
+
+
+cdef object _fast_dest(object out, object x, int kind, int nd, cnp.npy_intp *dims,
+                       object a, object b, object c, object d):
+    """The array a fast path writes y into: a fresh one where out is None, out itself
+    where the full path would write into it directly (fastnorm._validate.make_out: an
+    ndarray of x's dtype and shape, writeable, C-contiguous and aligned, sharing no memory
+    with the inputs x, a, b, c, d, or being x itself), else None (the full path judges
+    out, and writes through a temporary where it overlaps an input)."""
+    if out is None:
+        return _empty_out(nd, dims, kind)
+    if not _fast_like(out, kind, nd, dims) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        return None
+    if out is not x and not _apart(x, out):
+        return None
+    if not (_apart(a, out) and _apart(b, out) and _apart(c, out) and _apart(d, out)):
+        return None
+    return out
+
+
+def layer_norm_fast(x, weight, bias, axis, eps, return_stats, out=None):
+    """fastnorm.layer_norm(x, weight, bias, axis=axis, eps=eps, out=out,
+    return_stats=return_stats) for the common call, or None."""
     cdef int kind = _fast_kind(x)
     if kind < 0:
         return None
@@ -715,7 +745,9 @@ def layer_norm_fast(x, weight, bias, axis, eps, return_stats):
     if not (_fast_param(weight, kind, nd - ax, dims + ax)
             and _fast_param(bias, kind, nd - ax, dims + ax)):
         return None
-    y = _empty_out(nd, dims, kind)
+    y = _fast_dest(out, x, kind, nd, dims, weight, bias, None, None)
+    if y is None:
+        return None
     mean = _empty(ax, dims, kind) if stats else None
     rstd = _empty(ax, dims, kind) if stats else None
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
@@ -737,9 +769,9 @@ def layer_norm_fast(x, weight, bias, axis, eps, return_stats):
     return (y, mean, rstd) if stats else y
 
 
-def rms_norm_fast(x, weight, axis, eps, return_stats):
-    """fastnorm.rms_norm(x, weight, axis=axis, eps=eps, return_stats=return_stats) for the
-    common call, or None."""
+def rms_norm_fast(x, weight, axis, eps, return_stats, out=None):
+    """fastnorm.rms_norm(x, weight, axis=axis, eps=eps, out=out, return_stats=return_stats)
+    for the common call, or None."""
     cdef int kind = _fast_kind(x)
     if kind < 0:
         return None
@@ -753,7 +785,9 @@ def rms_norm_fast(x, weight, axis, eps, return_stats):
     cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
     if M * K == 0 or not _fast_param(weight, kind, nd - ax, dims + ax):
         return None
-    y = _empty_out(nd, dims, kind)
+    y = _fast_dest(out, x, kind, nd, dims, weight, None, None, None)
+    if y is None:
+        return None
     rstd = _empty(ax, dims, kind) if stats else None
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void *pw = _p(weight)
@@ -866,10 +900,10 @@ cdef inline int _fast_running(object r, int nd, cnp.npy_intp *dims):
 
 
 def batch_norm_fast(x, weight, bias, running_mean, running_var, training, momentum, eps,
-                    axis, return_stats):
+                    axis, return_stats, out=None):
     """fastnorm.batch_norm(x, weight, bias, running_mean, running_var, training=training,
-    momentum=momentum, eps=eps, axis=axis, return_stats=return_stats) for the common call,
-    or None."""
+    momentum=momentum, eps=eps, axis=axis, out=out, return_stats=return_stats) for the
+    common call, or None."""
     cdef int kind = _fast_kind(x)
     if kind < 0:
         return None
@@ -901,7 +935,9 @@ def batch_norm_fast(x, weight, bias, running_mean, running_var, training, moment
         rk = rvk
     if not train and (running_mean is None or running_var is None):
         return None
-    y = _empty_out(nd, dims, kind)
+    y = _fast_dest(out, x, kind, nd, dims, weight, bias, running_mean, running_var)
+    if y is None:
+        return None
     mean = _empty(1, dims + ax, kind) if stats else None
     rstd = _empty(1, dims + ax, kind) if stats else None
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)

@@ -84,10 +84,9 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     >>> fastnorm.layer_norm(x, eps=0.0)[0].round(4)
     array([-1.2247,  0.    ,  1.2247])
     """
-    if out is None:
-        r = _kernels.layer_norm_fast(x, weight, bias, axis, eps, return_stats)
-        if r is not None:
-            return r
+    r = _kernels.layer_norm_fast(x, weight, bias, axis, eps, return_stats, out)
+    if r is not None:
+        return r
     x = as_input(x)
     dtype = x.dtype
     sdtype = stat_dtype(dtype)
@@ -192,10 +191,9 @@ def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False)
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0).round(4)
     array([0.8485, 1.1314])
     """
-    if out is None:
-        r = _kernels.rms_norm_fast(x, weight, axis, eps, return_stats)
-        if r is not None:
-            return r
+    r = _kernels.rms_norm_fast(x, weight, axis, eps, return_stats, out)
+    if r is not None:
+        return r
     x = as_input(x)
     dtype = x.dtype
     axis, M, K, batch_shape, norm_shape = _layout(x, axis)

@@ -129,6 +129,111 @@ def test_batch_norm_fast_matches_full_path(rng, full_path, dtype, shape, axis, a
         same_bits(rv1, rv2)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("shape", "axis"), ROW_CASES[:4])
+def test_rows_fast_out(rng, full_path, dtype, shape, axis):
+    """out= is taken by the fast path (the result is out itself) with the full path's bits,
+    also in place (out=x)."""
+    x = data(rng, shape, dtype, loc=3.0)
+    norm = x.shape[axis:]
+    w, b = data(rng, norm, dtype), data(rng, norm, dtype)
+    out = np.full(shape, np.nan, dtype)
+    assert _kernels.layer_norm_fast(x, w, b, axis, 1e-5, False, out) is out
+    assert _kernels.rms_norm_fast(x, w, axis, 1e-5, False, out) is out
+    fast = []
+    for f, args in ((fn.layer_norm, (w, b)), (fn.rms_norm, (w,))):
+        o = np.full(shape, np.nan, dtype)
+        y = f(x, *args, axis=axis, out=o)
+        assert y is o
+        r = f(x, *args, axis=axis, out=np.empty(shape, dtype), return_stats=True)
+        xi = x.copy()
+        yi = f(xi, *args, axis=axis, out=xi)
+        assert yi is xi
+        fast += [y, r, yi]
+    with full_path:
+        full = []
+        for f, args in ((fn.layer_norm, (w, b)), (fn.rms_norm, (w,))):
+            full += [f(x, *args, axis=axis, out=np.full(shape, np.nan, dtype)),
+                     f(x, *args, axis=axis, out=np.empty(shape, dtype), return_stats=True)]
+            xi = x.copy()
+            full.append(f(xi, *args, axis=axis, out=xi))
+    for a, b_ in zip(fast, full, strict=True):
+        same_results(a, b_)
+    same_bits(fast[0], fn.layer_norm(x, w, b, axis=axis))  # out= or not, the same bits
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_fast_out(rng, full_path, dtype, training):
+    shape, C = (2, 4, 3, 3), 4
+    x = data(rng, shape, dtype, loc=-2.0)
+    w, b = data(rng, C, dtype), data(rng, C, dtype)
+    rm0, rv0 = data(rng, C, F32), (1.0 + rng.random(C)).astype(F32)
+
+    def call(x, out):
+        rm, rv = rm0.copy(), rv0.copy()
+        y = fn.batch_norm(x, w, b, rm, rv, training=training, out=out, return_stats=True)
+        return y, rm, rv
+
+    out = np.empty(shape, dtype)
+    assert _kernels.batch_norm_fast(x, w, b, rm0.copy(), rv0.copy(), training, 0.1, 1e-5, 1,
+                                    False, out) is out
+    o = np.empty(shape, dtype)
+    xi = x.copy()
+    fast = [call(x, o), call(xi, xi)]
+    assert fast[0][0][0] is o and fast[1][0][0] is xi
+    with full_path:
+        xi = x.copy()
+        full = [call(x, np.empty(shape, dtype)), call(xi, xi)]
+    for (y1, rm1, rv1), (y2, rm2, rv2) in zip(fast, full, strict=True):
+        same_results(y1, y2)
+        same_bits(rm1, rm2)
+        same_bits(rv1, rv2)
+
+
+def test_declined_out(rng):
+    """Every out the full path would not write into directly (or rejects) is declined;
+    the public functions then still give the right result through the full path."""
+    x = data(rng, (3, 8), F32, loc=1.0)
+    w, b = data(rng, 8, F32), data(rng, 8, F32)
+    want = fn.layer_norm(x, w, b)
+    buf = np.zeros(x.size + 16, F32)
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    bad = {k: v for k, v in variants(np.empty_like(x)).items() if k != "reversed"}
+    bad |= {"read-only": ro, "shape": np.empty((8, 3), F32), "dtype": np.empty((3, 8), F64),
+            "strided": np.empty((3, 16), F32)[:, ::2]}
+    for name, out in bad.items():
+        assert _kernels.layer_norm_fast(x, w, b, -1, 1e-5, False, out) is None, name
+        assert _kernels.rms_norm_fast(x, w, -1, 1e-5, False, out) is None, name
+        assert _kernels.batch_norm_fast(x, w, b, None, None, True, 0.1, 1e-5, -1, False,
+                                        out) is None, name
+    # overlapping an input: the full path computes into a temporary, then copies
+    buf[:24] = x.ravel()
+    xs = buf[:24].reshape(3, 8)
+    for out in (buf[1:25].reshape(3, 8), xs[...], buf[16:40].reshape(3, 8)):
+        assert _kernels.layer_norm_fast(xs, w, b, -1, 1e-5, False, out) is None
+        buf[:24] = x.ravel()
+        np.testing.assert_array_equal(fn.layer_norm(xs, w, b, out=out), want)
+    wb = np.concatenate([w, b, np.zeros(24, F32)])
+    for out in (wb[:24].reshape(3, 8), wb[8:32].reshape(3, 8)):  # out over weight / bias
+        wv, bv = wb[:8], wb[8:16]
+        assert _kernels.layer_norm_fast(x, wv, bv, -1, 1e-5, False, out) is None
+        np.testing.assert_array_equal(fn.layer_norm(x, wv, bv, out=out), want)
+        wb[:16] = np.concatenate([w, b])
+    rs = np.zeros(32, F32)
+    rm, rv = rs[:8], rs[8:16]
+    rv[...] = 1.0
+    assert _kernels.batch_norm_fast(x, None, None, rm, rv, True, 0.1, 1e-5, -1, False,
+                                    rs[:24].reshape(3, 8)) is None
+    np.testing.assert_allclose(fn.batch_norm(x, None, None, rm, rv, axis=-1,
+                                             out=rs[:24].reshape(3, 8)),
+                               fn.batch_norm(x, axis=-1), rtol=1e-6, atol=1e-6)
+    rm[...], rv[...] = 0.0, 1.0
+    assert _kernels.batch_norm_fast(x, None, None, rm, rv, True, 0.1, 1e-5, -1, False,
+                                    np.empty_like(x)) is not None
+
+
 # ----------------------------------------------------------------------------- declined
 
 
