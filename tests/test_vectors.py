@@ -156,6 +156,35 @@ def test_l2_normalize_backward_finite_differences(rng, shape, axis):
     check_grad(lambda a: fn.l2_normalize(a, axis=axis), x, dy, dx, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("n", [63, 64, 65, 1000, 16384, 16385, 40000])
+def test_l2_normalize_backward_last_axis_spans(rng, dtype, n):
+    """Along the last axis each row's sum and dx are computed in one go from 64 elements on
+    (rows longer than 16384 summed in pieces): against the reference, with rows clamped by
+    eps, a zero row and dy = y among them."""
+    x = normal(rng, (5, n), dtype, 0.1, 1.0)
+    x[1] = 0.0
+    x[2] *= 1e-3
+    dy = normal(rng, x.shape, dtype)
+    eps = 0.5 * float(np.linalg.norm(x[2].astype(F64)))  # row 2 is clamped
+    y, norm = fn.l2_normalize(x, eps=eps, return_stats=True)
+    for d in (dy, y):
+        dx = fn.l2_normalize_backward(d, y, norm, eps=eps)
+        rdx = ref.l2_normalize_backward(f64(d), f64(y), f64(norm), eps=eps)
+        assert_close(dx, rdx, dtype, factor=4.0, err_msg=f"n={n}")
+        for i in range(x.shape[0]):  # each row as its own call: the same bits
+            assert_identical(fn.l2_normalize_backward(d[i:i + 1], y[i:i + 1], norm[i:i + 1],
+                                                      eps=eps), dx[i:i + 1], f"row {i}")
+
+
+def test_l2_normalize_backward_last_axis_finite_differences(rng):
+    x = normal(rng, (3, 70), F64, 0.3, 1.0)
+    dy = normal(rng, x.shape, F64)
+    y, norm = fn.l2_normalize(x, return_stats=True)
+    dx = fn.l2_normalize_backward(dy, y, norm)
+    check_grad(lambda a: fn.l2_normalize(a), x, dy, dx, rtol=1e-6, atol=1e-8)
+
+
 @pytest.mark.parametrize("eps", [0.5, 2.0])
 def test_l2_normalize_backward_finite_differences_clamped(rng, eps):
     """Rows whose norm is below eps are divided by the constant eps."""
