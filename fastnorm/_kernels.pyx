@@ -697,6 +697,18 @@ cdef inline object _empty_out(int nd, cnp.npy_intp *dims, int kind):
     return a
 
 
+cdef inline int _fast_writeable(object r, int nd, cnp.npy_intp *dims):
+    """0 / 1 (float32 / float64) for an array a kernel may write in place, of shape
+    dims[:nd] and writeable (an out, a running statistic, whose dtype may differ from
+    x's); -1 otherwise."""
+    cdef int kind = _fast_kind(r)
+    if kind < 0 or not _fast_like(r, kind, nd, dims):
+        return -1
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>r):
+        return -1
+    return kind
+
+
 cdef inline bint _apart(object a, object out):
     """Whether a (None, or a C-contiguous array) and the C-contiguous out share no byte:
     numpy.may_share_memory's answer for such arrays."""
@@ -717,7 +729,7 @@ cdef object _fast_dest(object out, object x, int kind, int nd, cnp.npy_intp *dim
     out, and writes through a temporary where it overlaps an input)."""
     if out is None:
         return _empty_out(nd, dims, kind)
-    if not _fast_like(out, kind, nd, dims) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+    if _fast_writeable(out, nd, dims) != kind:
         return None
     if out is not x and not _apart(x, out):
         return None
@@ -888,17 +900,6 @@ def rms_norm_bwd_fast(dy, x, rstd, weight, axis):
     return dx, dweight
 
 
-cdef inline int _fast_running(object r, int nd, cnp.npy_intp *dims):
-    """0 / 1 (float32 / float64) for a running statistic the kernel may update in place:
-    writeable, of shape (C,); -1 otherwise. Its dtype may differ from x's."""
-    cdef int kind = _fast_kind(r)
-    if kind < 0 or not _fast_like(r, kind, nd, dims):
-        return -1
-    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>r):
-        return -1
-    return kind
-
-
 def batch_norm_fast(x, weight, bias, running_mean, running_var, training, momentum, eps,
                     axis, return_stats, out=None):
     """fastnorm.batch_norm(x, weight, bias, running_mean, running_var, training=training,
@@ -925,11 +926,11 @@ def batch_norm_fast(x, weight, bias, running_mean, running_var, training, moment
         return None
     cdef int rk = -1, rvk = -1
     if running_mean is not None:
-        rk = _fast_running(running_mean, 1, dims + ax)
+        rk = _fast_writeable(running_mean, 1, dims + ax)
         if rk < 0:
             return None
     if running_var is not None:
-        rvk = _fast_running(running_var, 1, dims + ax)
+        rvk = _fast_writeable(running_var, 1, dims + ax)
         if rvk < 0 or (rk >= 0 and rk != rvk):
             return None
         rk = rvk
