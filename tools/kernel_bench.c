@@ -12,7 +12,8 @@
  * read of x and dy).
  * The (A, C, B) view is the kernels' own: channels-first batch norm is (N, C, H*W),
  * channels-last (N*H*W, C, 1). The arrays start FN_OFF floats (default 4: 16 bytes, as
- * NumPy's large arrays do) past a 64-byte boundary. Prints the median of 21 calls (FN_REPS
+ * NumPy's large arrays do) past a 64-byte boundary, the output FN_OFF_OUT floats (default
+ * FN_OFF). Prints the median of 21 calls (FN_REPS
  * calls, for a profile).
  */
 #include <stdint.h>
@@ -120,7 +121,10 @@ int main(int argc, char **argv)
     if (gn)
         A /= N; /* rows per sample */
     const int64_t n = N * A * C * B, ns = N * C > A ? N * C : A;
-    float *x = buffer(n, off), *y = buffer(n, off), *dy = buffer(n, off);
+    /* FN_OFF_OUT: the output's own offset (NumPy's fresh outputs often start elsewhere in
+     * a cache line than the inputs) */
+    const int offo = getenv("FN_OFF_OUT") ? atoi(getenv("FN_OFF_OUT")) : off;
+    float *x = buffer(n, off), *y = buffer(n, offo), *dy = buffer(n, off);
     float *w = malloc((size_t)C * 4), *b = malloc((size_t)C * 4), *dw = malloc((size_t)C * 4);
     float *db = malloc((size_t)C * 4), *mo = malloc((size_t)ns * 4), *ro = malloc((size_t)ns * 4);
     double *dm = malloc((size_t)C * 8), *d2 = malloc((size_t)C * 8);
