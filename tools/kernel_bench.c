@@ -8,8 +8,7 @@
  * bn_eval, gn_fwd, gn_bwd (group norm with N samples and G groups; A counts all rows,
  * N of them per batch), ln_fwd, ln_bwd, rms_fwd, rms_bwd (layer and RMS norm of A rows
  * of C elements), wn_fwd, wn_bwd (weight norm of A rows of C elements, one norm per
- * row), bn_sums (the batch norm backward's per-channel sums alone), copy, read2 (one
- * read of x and dy).
+ * row), bn_sums (the batch norm backward's per-channel sums alone), copy.
  * The (A, C, B) view is the kernels' own: channels-first batch norm is (N, C, H*W),
  * channels-last (N*H*W, C, 1). The arrays start FN_OFF floats (default 4: 16 bytes, as
  * NumPy's large arrays do) past a 64-byte boundary, the output FN_OFF_OUT floats (default
@@ -60,28 +59,6 @@ int K(fn_batch_norm_bwd_sums_f32)(const float *dy, const float *x, const float *
 int K(fn_layer_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
                              const float *rstd, const float *w, float *dx, float *dw,
                              float *db, int64_t M, int64_t K);
-
-typedef float v16f __attribute__((vector_size(64)));
-static volatile float sink;
-/* one read of x and of dy, the floor of the statistics passes of a backward */
-static float read2(const float *x, const float *dy, int64_t n)
-{
-    v16f a[4] = {{0}}, b[4] = {{0}};
-    int64_t i = 0;
-    for (; i + 64 <= n; i += 64)
-        for (int q = 0; q < 4; q++) {
-            v16f u, v;
-            memcpy(&u, x + i + 16 * q, sizeof u);
-            memcpy(&v, dy + i + 16 * q, sizeof v);
-            a[q] += u;
-            b[q] += v;
-        }
-    float s = 0.0f;
-    for (int q = 0; q < 4; q++)
-        for (int l = 0; l < 16; l++)
-            s += a[q][l] + b[q][l];
-    return s;
-}
 
 static double now(void)
 {
@@ -184,8 +161,6 @@ int main(int argc, char **argv)
             K(fn_weight_norm_bwd_f32)(dy, x, gv, ro, y, mo, 1, A, C);
         else if (!strcmp(op, "copy"))
             memcpy(y, x, (size_t)n * sizeof(float));
-        else if (!strcmp(op, "read2"))
-            sink += read2(x, dy, n);
         else {
             fprintf(stderr, "unknown OP %s\n", op);
             return 2;
