@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 #ifndef ISA
 #define ISA avx512
@@ -75,11 +76,16 @@ static int cmp(const void *a, const void *b)
 
 static float *buffer(int64_t n, int off)
 {
-    float *p = (float *)aligned_alloc(64, (size_t)(n + 64) * sizeof(float));
+    /* 2 MB aligned, and transparent huge pages asked for, as NumPy does for large arrays */
+    const size_t bytes = ((size_t)(n + 64) * sizeof(float) + ((size_t)1 << 21) - 1) &
+                         ~(((size_t)1 << 21) - 1);
+    float *p = (float *)aligned_alloc((size_t)1 << 21, bytes);
     if (!p) {
         perror("aligned_alloc");
         exit(1);
     }
+    if (!getenv("FN_NO_HUGE"))
+        madvise(p, bytes, MADV_HUGEPAGE);
     return p + off;
 }
 
