@@ -12,7 +12,8 @@
  * The (A, C, B) view is the kernels' own: channels-first batch norm is (N, C, H*W),
  * channels-last (N*H*W, C, 1). The arrays start FN_OFF floats (default 4: 16 bytes, as
  * NumPy's large arrays do) past a 64-byte boundary, the output FN_OFF_OUT floats (default
- * FN_OFF). Prints the median of 21 calls (FN_REPS
+ * FN_OFF); on transparent huge pages as NumPy's large arrays (FN_NO_HUGE=1: 4 KB pages,
+ * as the figures of the README's first five rounds). Prints the median of 21 calls (FN_REPS
  * calls, for a profile).
  */
 #include <stdint.h>
