@@ -8,7 +8,8 @@
  *            from a pair of aligned vectors (vpermt2ps), as csrc/vec.inc's fn_ld4 does.
  *
  * The arrays start OFF floats past a 64-byte boundary (NumPy's large arrays: 4). Prints
- * the median of 31 runs of each. AVX-512 only:
+ * the median of 31 runs of each; HUGE=1 in the environment puts the arrays on transparent
+ * huge pages (as NumPy's large arrays). AVX-512 only:
  *
  *   gcc -O3 -mavx512f tools/straddle_bench.c -o /tmp/straddle && taskset -c 1 /tmp/straddle 4
  */
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 typedef float v16f __attribute__((vector_size(64)));
@@ -86,10 +88,15 @@ int main(int argc, char **argv)
 {
     const int off = argc > 1 ? atoi(argv[1]) : 4;
     const int64_t n = argc > 2 ? atoll(argv[2]) : 6422528;
-    float *x = aligned_alloc(64, (size_t)(n + 64) * sizeof(float));
-    float *dy = aligned_alloc(64, (size_t)(n + 64) * sizeof(float));
+    const size_t huge = (size_t)1 << 21;
+    const size_t bytes = ((size_t)(n + 64) * sizeof(float) + huge - 1) / huge * huge;
+    float *x = aligned_alloc(huge, bytes), *dy = aligned_alloc(huge, bytes);
     if (!x || !dy || off < 0 || off > 15)
         return 1;
+    if (getenv("HUGE")) {
+        madvise(x, bytes, MADV_HUGEPAGE);
+        madvise(dy, bytes, MADV_HUGEPAGE);
+    }
     x += off;
     dy += off;
     for (int64_t i = 0; i < n + 16; i++) {
