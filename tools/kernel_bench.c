@@ -21,7 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/mman.h>
+
+#include "bench_util.h"
 
 #ifndef ISA
 #define ISA avx512
@@ -62,34 +63,6 @@ int K(fn_layer_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
                              const float *rstd, const float *w, float *dx, float *dw,
                              float *db, int64_t M, int64_t K);
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static float *buffer(int64_t n, int off)
-{
-    /* 2 MB aligned, and transparent huge pages asked for, as NumPy does for large arrays */
-    const size_t bytes = ((size_t)(n + 64) * sizeof(float) + ((size_t)1 << 21) - 1) &
-                         ~(((size_t)1 << 21) - 1);
-    float *p = (float *)aligned_alloc((size_t)1 << 21, bytes);
-    if (!p) {
-        perror("aligned_alloc");
-        exit(1);
-    }
-    if (!getenv("FN_NO_HUGE"))
-        madvise(p, bytes, MADV_HUGEPAGE);
-    return p + off;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 5) {
@@ -108,7 +81,8 @@ int main(int argc, char **argv)
     /* FN_OFF_OUT: the output's own offset (NumPy's fresh outputs often start elsewhere in
      * a cache line than the inputs) */
     const int offo = getenv("FN_OFF_OUT") ? atoi(getenv("FN_OFF_OUT")) : off;
-    float *x = buffer(n, off), *y = buffer(n, offo), *dy = buffer(n, off);
+    const int huge = !getenv("FN_NO_HUGE");
+    float *x = buffer(n, off, huge), *y = buffer(n, offo, huge), *dy = buffer(n, off, huge);
     float *w = malloc((size_t)C * 4), *b = malloc((size_t)C * 4), *dw = malloc((size_t)C * 4);
     float *db = malloc((size_t)C * 4), *mo = malloc((size_t)ns * 4), *ro = malloc((size_t)ns * 4);
     double *dm = malloc((size_t)C * 8), *d2 = malloc((size_t)C * 8);

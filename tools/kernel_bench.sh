@@ -10,7 +10,7 @@ isa=avx512
 if [ "${1:-}" = "--isa" ]; then isa=$2; shift 2; fi
 out=${TMPDIR:-/tmp}/fastnorm-kernel-bench-$isa
 flags="-O3 -std=gnu11 -fno-math-errno -fopenmp -fopenmp-simd -Wno-psabi -I$here/csrc ${FN_CFLAGS:-}"
-if [ ! -x "$out" ] || [ -n "$(find "$here/csrc" "$here/tools/kernel_bench.c" -newer "$out" -print -quit)" ]; then
+if [ ! -x "$out" ] || [ -n "$(find "$here/csrc" "$here/tools/kernel_bench.c" "$here/tools/bench_util.h" -newer "$out" -print -quit)" ]; then
     gcc $flags -c "$here/csrc/kernels_$isa.c" -o "$out.k.o"
     gcc $flags -c "$here/csrc/runtime.c" -o "$out.rt.o"
     gcc $flags -DISA="$isa" "$here/tools/kernel_bench.c" "$out.k.o" "$out.rt.o" -lm -o "$out"

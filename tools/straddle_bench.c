@@ -1,7 +1,7 @@
 /*
  * What loads that straddle two cache lines cost when two streams are read from memory
  * (the statistics pass of a backward reads x and dy): sum x and x * dy over two arrays
- * of N floats (default 6422528, 25.7 MB each), one thread, three ways:
+ * of N floats (default 6422528, 25.7 MB each), one thread, two ways:
  *
  *   plain    64-byte loads from x and dy as they are;
  *   shifted  the same vectors built from aligned loads, each value shifted into place
@@ -17,24 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <time.h>
+
+#include "bench_util.h"
 
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static float total(const v16f *a, const v16f *b)
 {
@@ -88,17 +75,10 @@ int main(int argc, char **argv)
 {
     const int off = argc > 1 ? atoi(argv[1]) : 4;
     const int64_t n = argc > 2 ? atoll(argv[2]) : 6422528;
-    const size_t huge = (size_t)1 << 21;
-    const size_t bytes = ((size_t)(n + 64) * sizeof(float) + huge - 1) / huge * huge;
-    float *x = aligned_alloc(huge, bytes), *dy = aligned_alloc(huge, bytes);
-    if (!x || !dy || off < 0 || off > 15)
+    if (off < 0 || off > 15)
         return 1;
-    if (getenv("HUGE")) {
-        madvise(x, bytes, MADV_HUGEPAGE);
-        madvise(dy, bytes, MADV_HUGEPAGE);
-    }
-    x += off;
-    dy += off;
+    const int huge = getenv("HUGE") != NULL;
+    float *x = buffer(n, off, huge), *dy = buffer(n, off, huge);
     for (int64_t i = 0; i < n + 16; i++) {
         x[i] = (float)(i % 7);
         dy[i] = (float)(i % 5);
