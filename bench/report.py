@@ -47,8 +47,9 @@ COLUMNS = (
 
 LEGEND = """\
 thr: threads of fastnorm, torch and NumPy's BLAS; np.copyto always copies on one thread
-out=: fastnorm writing y into a preallocated array ('-': backward alone, weight_norm and
-  cosine_norm take no out=); a fwd+bwd passes out= to its forward
+out=: fastnorm writing its output into preallocated arrays ('-': weight_norm's forward and
+  cosine_norm take no out=): y, dx of a backward alone; a fwd+bwd passes one to its forward
+  and one to its backward (weight_norm: to its backward)
 vs torch = torch time / fastnorm time (PyTorch's CPU functions, autograd for the backward)
 copy % = 100 x k x copy time / fastnorm time, the fraction of copy speed reached: copy time is
   np.copyto of x into a preallocated array, k the least traffic of the pass in copies of x:

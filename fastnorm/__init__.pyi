@@ -275,9 +275,16 @@ def layer_norm_backward(
     weight: ArrayLike | None = None,
     *,
     axis: int = -1,
+    out: NDArray[Any] | None = None,
 ) -> tuple[_Array, _Array | None, _Array | None]: ...
 def rms_norm_backward(
-    dy: ArrayLike, x: ArrayLike, rstd: ArrayLike, weight: ArrayLike | None = None, *, axis: int = -1
+    dy: ArrayLike,
+    x: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    out: NDArray[Any] | None = None,
 ) -> tuple[_Array, _Array | None]: ...
 def batch_norm_backward(
     dy: ArrayLike,
@@ -288,6 +295,7 @@ def batch_norm_backward(
     *,
     axis: int = 1,
     training: bool = True,
+    out: NDArray[Any] | None = None,
 ) -> tuple[_Array, _Array | None, _Array | None]: ...
 def group_norm_backward(
     dy: ArrayLike,
@@ -298,6 +306,7 @@ def group_norm_backward(
     weight: ArrayLike | None = None,
     *,
     axis: int = 1,
+    out: NDArray[Any] | None = None,
 ) -> tuple[_Array, _Array | None, _Array | None]: ...
 def instance_norm_backward(
     dy: ArrayLike,
@@ -307,12 +316,25 @@ def instance_norm_backward(
     weight: ArrayLike | None = None,
     *,
     axis: int = 1,
+    out: NDArray[Any] | None = None,
 ) -> tuple[_Array, _Array | None, _Array | None]: ...
 def l2_normalize_backward(
-    dy: ArrayLike, y: ArrayLike, norm: ArrayLike, *, axis: int = -1, eps: float = 1e-12
+    dy: ArrayLike,
+    y: ArrayLike,
+    norm: ArrayLike,
+    *,
+    axis: int = -1,
+    eps: float = 1e-12,
+    out: NDArray[Any] | None = None,
 ) -> _Array: ...
 def weight_norm_backward(
-    dw: ArrayLike, v: ArrayLike, g: ArrayLike, norm: ArrayLike, *, axis: int = 0
+    dw: ArrayLike,
+    v: ArrayLike,
+    g: ArrayLike,
+    norm: ArrayLike,
+    *,
+    axis: int = 0,
+    out: NDArray[Any] | None = None,
 ) -> tuple[_Array, _Array]: ...
 def cosine_norm_backward(
     dy: ArrayLike,

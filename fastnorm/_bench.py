@@ -18,9 +18,10 @@ and ``"NHWC"`` (channels-last, channel axis -1). Their cases name the logical sh
 ``(N, C, H, W)`` in both; the NHWC input is the contiguous ``(N, H, W, C)`` array holding the
 same values.
 
-Entries whose pass runs a forward with an ``out`` parameter have ``takes_out``: their builder
-also takes ``out``, which :func:`implementation` fills with a preallocated array for
-:data:`OUT_IMPL`.
+Entries whose pass has an ``out`` parameter have ``takes_out``: their builder also takes
+``out``, which :func:`implementation` fills with a preallocated array for :data:`OUT_IMPL`.
+The forward writes y there; the backward writes dx (weight_norm: dv) there when it runs
+alone, and into a second preallocated array after a forward.
 
 The roofline helpers at the end (:class:`Cache`, :func:`roofline`, :func:`machine_info`) time
 fastnorm with and without ``out=``, PyTorch and a copy of the same bytes at several thread
@@ -148,8 +149,8 @@ class Op:
         compared with it in place of copy speed.
     takes_out : bool
         Whether ``build`` also takes ``out``, an array of x's shape and dtype that receives
-        the forward's y (:data:`OUT_IMPL`): the entries whose pass runs a forward with an
-        ``out`` parameter (layer_norm, rms_norm, the channels ops, l2_normalize).
+        the pass's output (:data:`OUT_IMPL`): the forward's y, or dx of a backward alone; a
+        fwd+bwd builder makes a second such array for dx. Every op but cosine_norm.
     """
 
     name: str
@@ -208,18 +209,24 @@ def _ln_fwd(lib, a, out=None):
     return lambda: lib.layer_norm(x, w, b, eps=LN_EPS, out=out)
 
 
-def _ln_bwd(lib, a):
+def _dx_out(out):
+    """The backward's preallocated dx in a fwd+bwd whose forward writes ``out``."""
+    return None if out is None else np.empty_like(out)
+
+
+def _ln_bwd(lib, a, out=None):
     x, w, dy = a["x"], a["weight"], a["dy"]
     _, mean, rstd = lib.layer_norm(x, w, a["bias"], eps=LN_EPS, return_stats=True)
-    return lambda: lib.layer_norm_backward(dy, x, mean, rstd, w)
+    return lambda: lib.layer_norm_backward(dy, x, mean, rstd, w, out=out)
 
 
 def _ln_fwd_bwd(lib, a, out=None):
     x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
+    dx = _dx_out(out)
 
     def run():
         _, mean, rstd = lib.layer_norm(x, w, b, eps=LN_EPS, out=out, return_stats=True)
-        return lib.layer_norm_backward(dy, x, mean, rstd, w)
+        return lib.layer_norm_backward(dy, x, mean, rstd, w, out=dx)
 
     return run
 
@@ -251,18 +258,19 @@ def _rms_fwd(lib, a, out=None):
     return lambda: lib.rms_norm(x, w, eps=RMS_EPS, out=out)
 
 
-def _rms_bwd(lib, a):
+def _rms_bwd(lib, a, out=None):
     x, w, dy = a["x"], a["weight"], a["dy"]
     _, rstd = lib.rms_norm(x, w, eps=RMS_EPS, return_stats=True)
-    return lambda: lib.rms_norm_backward(dy, x, rstd, w)
+    return lambda: lib.rms_norm_backward(dy, x, rstd, w, out=out)
 
 
 def _rms_fwd_bwd(lib, a, out=None):
     x, w, dy = a["x"], a["weight"], a["dy"]
+    dx = _dx_out(out)
 
     def run():
         _, rstd = lib.rms_norm(x, w, eps=RMS_EPS, out=out, return_stats=True)
-        return lib.rms_norm_backward(dy, x, rstd, w)
+        return lib.rms_norm_backward(dy, x, rstd, w, out=dx)
 
     return run
 
@@ -294,10 +302,10 @@ def _rms_fwd_bwd_torch(torch, a):
 OPS: list[Op] = [
     Op("layer_norm", "fwd", _row_inputs, _ln_fwd, _ln_fwd_torch, takes_out=True),
     Op("layer_norm", "fwd+bwd", _row_inputs, _ln_fwd_bwd, _ln_fwd_bwd_torch, takes_out=True),
-    Op("layer_norm", "bwd", _row_inputs, _ln_bwd, _ln_bwd_torch, default=False),
+    Op("layer_norm", "bwd", _row_inputs, _ln_bwd, _ln_bwd_torch, default=False, takes_out=True),
     Op("rms_norm", "fwd", _row_inputs, _rms_fwd, _rms_fwd_torch, takes_out=True),
     Op("rms_norm", "fwd+bwd", _row_inputs, _rms_fwd_bwd, _rms_fwd_bwd_torch, takes_out=True),
-    Op("rms_norm", "bwd", _row_inputs, _rms_bwd, _rms_bwd_torch, default=False),
+    Op("rms_norm", "bwd", _row_inputs, _rms_bwd, _rms_bwd_torch, default=False, takes_out=True),
 ]
 
 
@@ -347,10 +355,11 @@ def _bn_fwd_bwd(lib, a, axis, out=None):
     x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
     rm, rv = _running(a)
     kw = {"momentum": BN_MOMENTUM, "eps": BN_EPS, "axis": axis, "out": out}
+    dx = _dx_out(out)
 
     def run():
         _, mean, rstd = lib.batch_norm(x, w, b, rm, rv, return_stats=True, **kw)
-        return lib.batch_norm_backward(dy, x, mean, rstd, w, axis=axis)
+        return lib.batch_norm_backward(dy, x, mean, rstd, w, axis=axis, out=dx)
 
     return run
 
@@ -362,12 +371,13 @@ def _gn_fwd(lib, a, axis, out=None):
 
 def _gn_fwd_bwd(lib, a, axis, out=None):
     x, w, b, dy, g = a["x"], a["weight"], a["bias"], a["dy"], _groups(a)
+    dx = _dx_out(out)
 
     def run():
         _, mean, rstd = lib.group_norm(
             x, g, w, b, eps=GN_EPS, axis=axis, out=out, return_stats=True
         )
-        return lib.group_norm_backward(dy, x, mean, rstd, g, w, axis=axis)
+        return lib.group_norm_backward(dy, x, mean, rstd, g, w, axis=axis, out=dx)
 
     return run
 
@@ -379,12 +389,13 @@ def _in_fwd(lib, a, axis, out=None):
 
 def _in_fwd_bwd(lib, a, axis, out=None):
     x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
+    dx = _dx_out(out)
 
     def run():
         _, mean, rstd = lib.instance_norm(
             x, w, b, eps=GN_EPS, axis=axis, out=out, return_stats=True
         )
-        return lib.instance_norm_backward(dy, x, mean, rstd, w, axis=axis)
+        return lib.instance_norm_backward(dy, x, mean, rstd, w, axis=axis, out=dx)
 
     return run
 
@@ -521,12 +532,13 @@ def _wn_fwd(lib, a):
     return lambda: lib.weight_norm(v, g, axis=0)
 
 
-def _wn_fwd_bwd(lib, a):
+def _wn_fwd_bwd(lib, a, out=None):
+    """With ``out``, dv goes there (weight_norm's forward takes no out=)."""
     v, g, dw = a["x"], a["g"], a["dy"]
 
     def run():
         _, norm = lib.weight_norm(v, g, axis=0, return_stats=True)
-        return lib.weight_norm_backward(dw, v, g, norm, axis=0)
+        return lib.weight_norm_backward(dw, v, g, norm, axis=0, out=out)
 
     return run
 
@@ -556,10 +568,11 @@ def _l2_fwd(lib, a, out=None):
 
 def _l2_fwd_bwd(lib, a, out=None):
     x, dy = a["x"], a["dy"]
+    dx = _dx_out(out)
 
     def run():
         y, norm = lib.l2_normalize(x, axis=-1, eps=L2_EPS, out=out, return_stats=True)
-        return lib.l2_normalize_backward(dy, y, norm, axis=-1, eps=L2_EPS)
+        return lib.l2_normalize_backward(dy, y, norm, axis=-1, eps=L2_EPS, out=dx)
 
     return run
 
@@ -658,7 +671,7 @@ def _cosine_op(kind, build, build_torch, matmul):
 
 OPS += [
     _vector_op("weight_norm", "fwd", _wn_fwd, _wn_fwd_torch),
-    _vector_op("weight_norm", "fwd+bwd", _wn_fwd_bwd, _wn_fwd_bwd_torch),
+    _vector_op("weight_norm", "fwd+bwd", _wn_fwd_bwd, _wn_fwd_bwd_torch, takes_out=True),
     _vector_op("l2_normalize", "fwd", _l2_fwd, _l2_fwd_torch, takes_out=True),
     _vector_op("l2_normalize", "fwd+bwd", _l2_fwd_bwd, _l2_fwd_bwd_torch, takes_out=True),
     _cosine_op("fwd", _cos_fwd, _cos_fwd_torch, _cos_fwd_matmul),

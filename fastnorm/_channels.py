@@ -12,7 +12,6 @@ from ._validate import (
     contiguous,
     finish_out,
     make_out,
-    new_output,
     normalize_axis,
     prod,
     stat_dtype,
@@ -123,11 +122,12 @@ def _bn_grad_args(dy, x, mean, rstd, weight, axis):
     return x, (A, C, B), dy, mean, rstd, weight
 
 
-def _grad_arrays(shape, C, dtype, with_weight):
-    """dx (uninitialized, x's dtype), dweight (None without a weight) and dbias (in the
-    statistics' dtype); the per-channel ones zeroed when x is empty, since no kernel runs
-    then."""
-    dx = new_output(shape, dtype)
+def _grad_arrays(shape, C, dtype, with_weight, out=None, inputs=()):
+    """dx (x's dtype: `out`, or the array the kernel writes for it, see make_out),
+    dweight (None without a weight) and dbias (in the statistics' dtype); the per-channel
+    ones zeroed when x is empty, since no kernel runs then. dx is never written over an
+    input: the channels kernels may read dy again after writing dx."""
+    dx = make_out(out, shape, dtype, (None, *inputs))
     empty = dx.size == 0
     make = np.zeros if empty else np.empty
     sdtype = stat_dtype(dtype)
@@ -230,7 +230,8 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     return (y, mean, rstd) if return_stats else y
 
 
-def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True):
+def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True,
+                        out=None):
     r"""Gradients of :func:`batch_norm` from its saved ``mean`` and ``rstd``.
 
     Training mode (statistics of the batch), with :math:`\hat x = (x - \mu)\,\mathrm{rstd}`,
@@ -244,19 +245,23 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
     With ``training=False`` the statistics are constants and :math:`dx = g\,\mathrm{rstd}`.
     In both, :math:`d\gamma = \sum dy\,\hat x` and :math:`d\beta = \sum dy` per channel.
 
+    ``out`` (optional) receives dx: x's shape and dtype, writeable. It may be any such
+    array, dy included (dx is then computed into a temporary and copied over dy).
+
     Returns
     -------
-    dx : ndarray, x's shape and dtype
+    dx : ndarray, x's shape and dtype (``out`` when given)
     dweight : ndarray (C,), or None when weight is None
     dbias : ndarray (C,)
     """
     x, (A, C, B), dy, mean, rstd, weight = _bn_grad_args(dy, x, mean, rstd, weight, axis)
-    dx, dweight, dbias = _grad_arrays(x.shape, C, x.dtype, weight is not None)
-    if dx.size == 0:
-        return dx, dweight, dbias
-    _kernels.batch_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias,
-                            A, C, B, bool(training))
-    return dx, dweight, dbias
+    xc = contiguous(x)
+    dx, dweight, dbias = _grad_arrays(x.shape, C, x.dtype, weight is not None, out,
+                                      (dy, xc, mean, rstd, weight))
+    if dx.size:
+        _kernels.batch_norm_bwd(dy, xc, mean, rstd, weight, dx, dweight, dbias,
+                                A, C, B, bool(training))
+    return finish_out(dx, out), dweight, dbias
 
 
 def _gn_forward(x, layout, G, weight, bias, eps, out, return_stats):
@@ -281,7 +286,7 @@ def _gn_forward(x, layout, G, weight, bias, eps, out, return_stats):
     return (y, mean, rstd) if return_stats else y
 
 
-def _gn_backward(dy, x, layout, mean, rstd, G, weight):
+def _gn_backward(dy, x, layout, mean, rstd, G, weight, out):
     N, A, C, B = layout
     dtype = x.dtype
     dy = as_like(dy, "dy", x.shape, dtype)
@@ -289,12 +294,13 @@ def _gn_backward(dy, x, layout, mean, rstd, G, weight):
     mean = as_like(mean, "mean", (N, G), sdtype)
     rstd = as_like(rstd, "rstd", (N, G), sdtype)
     weight = as_param(weight, "weight", (C,), sdtype)
-    dx, dweight, dbias = _grad_arrays(x.shape, C, dtype, weight is not None)
-    if dx.size == 0:
-        return dx, dweight, dbias
-    _kernels.group_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias,
-                            N, A, C, B, G)
-    return dx, dweight, dbias
+    xc = contiguous(x)
+    dx, dweight, dbias = _grad_arrays(x.shape, C, dtype, weight is not None, out,
+                                      (dy, xc, mean, rstd, weight))
+    if dx.size:
+        _kernels.group_norm_bwd(dy, xc, mean, rstd, weight, dx, dweight, dbias,
+                                N, A, C, B, G)
+    return finish_out(dx, out), dweight, dbias
 
 
 def group_norm(x, num_groups, weight=None, bias=None, *, axis=1, eps=1e-5, out=None,
@@ -328,9 +334,10 @@ def group_norm(x, num_groups, weight=None, bias=None, *, axis=1, eps=1e-5, out=N
     return _gn_forward(x, layout, G, weight, bias, eps, out, return_stats)
 
 
-def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1, out=None):
     r"""Gradients of :func:`group_norm`: the batch-norm gradient formula applied per
-    (sample, group), with n = (C / G) x spatial values per group.
+    (sample, group), with n = (C / G) x spatial values per group. ``out`` receives dx
+    (as in :func:`batch_norm_backward`).
 
     Returns
     -------
@@ -339,7 +346,7 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     x = as_input(x)
     layout = _gn_layout(x, axis, "group_norm_backward")
     G = _check_groups(num_groups, layout[2])
-    return _gn_backward(dy, x, layout, mean, rstd, G, weight)
+    return _gn_backward(dy, x, layout, mean, rstd, G, weight, out)
 
 
 def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5, out=None,
@@ -358,9 +365,10 @@ def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5, out=None,
     return _gn_forward(x, layout, layout[2], weight, bias, eps, out, return_stats)
 
 
-def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1):
-    """Gradients of :func:`instance_norm` (see :func:`group_norm_backward`)."""
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, out=None):
+    """Gradients of :func:`instance_norm` (see :func:`group_norm_backward`); ``out``
+    receives dx."""
     x = as_input(x)
     layout = _gn_layout(x, axis, "instance_norm_backward")
-    return _gn_backward(dy, x, layout, mean, rstd, layout[2], weight)
+    return _gn_backward(dy, x, layout, mean, rstd, layout[2], weight, out)
 

@@ -159,10 +159,16 @@ def rms_norm_fast(
     x: object, weight: object, axis: object, eps: object, return_stats: object, out: object = None
 ) -> Any: ...
 def layer_norm_bwd_fast(
-    dy: object, x: object, mean: object, rstd: object, weight: object, axis: object
+    dy: object,
+    x: object,
+    mean: object,
+    rstd: object,
+    weight: object,
+    axis: object,
+    out: object = None,
 ) -> tuple[_A, _A | None, _A] | None: ...
 def rms_norm_bwd_fast(
-    dy: object, x: object, rstd: object, weight: object, axis: object
+    dy: object, x: object, rstd: object, weight: object, axis: object, out: object = None
 ) -> tuple[_A, _A | None] | None: ...
 def batch_norm_fast(
     x: object,

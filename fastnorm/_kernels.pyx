@@ -818,9 +818,9 @@ def rms_norm_fast(x, weight, axis, eps, return_stats, out=None):
     return (y, rstd) if stats else y
 
 
-def layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis):
-    """fastnorm.layer_norm_backward(dy, x, mean, rstd, weight, axis=axis) for the common
-    call, or None."""
+def layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis, out=None):
+    """fastnorm.layer_norm_backward(dy, x, mean, rstd, weight, axis=axis, out=out) for
+    the common call, or None. dx may be written over dy (out=dy)."""
     cdef int kind = _fast_kind(x)
     if kind < 0:
         return None
@@ -836,7 +836,9 @@ def layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis):
             and _fast_like(rstd, kind, ax, dims)
             and _fast_param(weight, kind, nd - ax, dims + ax)):
         return None
-    dx = _empty_out(nd, dims, kind)
+    dx = _fast_dest(out, dy, kind, nd, dims, x, mean, rstd, weight)
+    if dx is None:
+        return None
     dweight = None if weight is None else _empty(nd - ax, dims + ax, kind)
     dbias = _empty(nd - ax, dims + ax, kind)
     cdef void *pdy = cnp.PyArray_DATA(<cnp.ndarray>dy)
@@ -862,9 +864,9 @@ def layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis):
     return dx, dweight, dbias
 
 
-def rms_norm_bwd_fast(dy, x, rstd, weight, axis):
-    """fastnorm.rms_norm_backward(dy, x, rstd, weight, axis=axis) for the common call, or
-    None."""
+def rms_norm_bwd_fast(dy, x, rstd, weight, axis, out=None):
+    """fastnorm.rms_norm_backward(dy, x, rstd, weight, axis=axis, out=out) for the common
+    call, or None. dx may be written over dy (out=dy)."""
     cdef int kind = _fast_kind(x)
     if kind < 0:
         return None
@@ -879,7 +881,9 @@ def rms_norm_bwd_fast(dy, x, rstd, weight, axis):
     if not (_fast_like(dy, kind, nd, dims) and _fast_like(rstd, kind, ax, dims)
             and _fast_param(weight, kind, nd - ax, dims + ax)):
         return None
-    dx = _empty_out(nd, dims, kind)
+    dx = _fast_dest(out, dy, kind, nd, dims, x, rstd, weight, None)
+    if dx is None:
+        return None
     dweight = None if weight is None else _empty(nd - ax, dims + ax, kind)
     cdef void *pdy = cnp.PyArray_DATA(<cnp.ndarray>dy)
     cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)

@@ -11,7 +11,6 @@ from ._validate import (
     contiguous,
     finish_out,
     make_out,
-    new_output,
     normalize_axis,
     prod,
     stat_dtype,
@@ -106,7 +105,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
     return (y, mean, rstd) if return_stats else y
 
 
-def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None):
     r"""Gradients of :func:`layer_norm` from the saved statistics.
 
     With :math:`\hat x = (x - \mu)\,\mathrm{rstd}` and :math:`g = dy \cdot \gamma`
@@ -131,14 +130,17 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
         The forward weight (None if the forward had none).
     axis : int, default -1
         The forward's first normalized axis.
+    out : ndarray, optional
+        Receives dx: x's shape and dtype, writeable. ``out=dy`` computes dx in place of
+        dy (no second array of x's size).
 
     Returns
     -------
-    dx : ndarray, x's shape and dtype
+    dx : ndarray, x's shape and dtype (``out`` when given)
     dweight : ndarray of shape ``x.shape[axis:]``, or None when weight is None
     dbias : ndarray of shape ``x.shape[axis:]``
     """
-    r = _kernels.layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis)
+    r = _kernels.layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis, out)
     if r is not None:
         return r
     x = as_input(x)
@@ -149,11 +151,13 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     mean = as_like(mean, "mean", batch_shape, sdtype)
     rstd = as_like(rstd, "rstd", batch_shape, sdtype)
     weight = as_param(weight, "weight", norm_shape, sdtype)
-    dx = new_output(x.shape, dtype)
+    xc = contiguous(x)
+    # dy first: the kernel may write dx over dy itself (each element read before written)
+    dx = make_out(out, x.shape, dtype, (dy, xc, mean, rstd, weight))
     dweight = None if weight is None else np.empty(norm_shape, sdtype)
     dbias = np.empty(norm_shape, sdtype)
-    _kernels.layer_norm_bwd(dy, contiguous(x), mean, rstd, weight, dx, dweight, dbias, M, K)
-    return dx, dweight, dbias
+    _kernels.layer_norm_bwd(dy, xc, mean, rstd, weight, dx, dweight, dbias, M, K)
+    return finish_out(dx, out), dweight, dbias
 
 
 def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False):
@@ -209,7 +213,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False)
     return (y, rstd) if return_stats else y
 
 
-def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
+def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
     r"""Gradients of :func:`rms_norm` from the saved ``rstd``.
 
     With :math:`\hat x = x\,\mathrm{rstd}` and :math:`g = dy \cdot \gamma`:
@@ -219,12 +223,15 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
         dx = \mathrm{rstd}\,\Big(g - \hat x\,\tfrac{1}{K}\textstyle\sum g \hat x\Big),
         \qquad d\gamma = \textstyle\sum_{\text{rows}} dy\,\hat x
 
+    The arguments are those of :func:`layer_norm_backward` without ``mean``; ``out``
+    receives dx (``out=dy`` works in place).
+
     Returns
     -------
-    dx : ndarray, x's shape and dtype
+    dx : ndarray, x's shape and dtype (``out`` when given)
     dweight : ndarray of shape ``x.shape[axis:]``, or None when weight is None
     """
-    r = _kernels.rms_norm_bwd_fast(dy, x, rstd, weight, axis)
+    r = _kernels.rms_norm_bwd_fast(dy, x, rstd, weight, axis, out)
     if r is not None:
         return r
     x = as_input(x)
@@ -234,7 +241,8 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     sdtype = stat_dtype(dtype)
     rstd = as_like(rstd, "rstd", batch_shape, sdtype)
     weight = as_param(weight, "weight", norm_shape, sdtype)
-    dx = new_output(x.shape, dtype)
+    xc = contiguous(x)
+    dx = make_out(out, x.shape, dtype, (dy, xc, rstd, weight))  # dy first: see layer_norm
     dweight = None if weight is None else np.empty(norm_shape, sdtype)
-    _kernels.rms_norm_bwd(dy, contiguous(x), rstd, weight, dx, dweight, M, K)
-    return dx, dweight
+    _kernels.rms_norm_bwd(dy, xc, rstd, weight, dx, dweight, M, K)
+    return finish_out(dx, out), dweight

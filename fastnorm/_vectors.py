@@ -85,7 +85,7 @@ def l2_normalize(x, *, axis=-1, eps=1e-12, out=None, return_stats=False):
     return (y, norm) if return_stats else y
 
 
-def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
+def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12, out=None):
     r"""Gradient of :func:`l2_normalize` from its output ``y`` and saved ``norm``.
 
     .. math::
@@ -94,11 +94,12 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
         \quad (\lVert x \rVert > \epsilon), \qquad
         dx = \frac{dy}{\epsilon} \quad \text{otherwise}
 
-    (a NaN norm gives NaN gradients).
+    (a NaN norm gives NaN gradients). ``out`` (optional) receives dx: y's shape and
+    dtype, writeable; any such array, dy included (then through a temporary).
 
     Returns
     -------
-    dx : ndarray, y's shape and dtype
+    dx : ndarray, y's shape and dtype (``out`` when given)
     """
     y = as_input(y, "y")
     dtype = y.dtype
@@ -106,10 +107,11 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
     eps = check_eps(eps)
     dy = as_like(dy, "dy", y.shape, dtype)
     norm = as_like(norm, "norm", norm_shape, stat_dtype(dtype))
-    dx = new_output(y.shape, dtype)
+    yc = contiguous(y)
+    dx = make_out(out, y.shape, dtype, (None, dy, yc, norm))  # never over an input
     if y.size:
-        _kernels.l2_normalize_bwd(dy, contiguous(y), norm, dx, *view, eps)
-    return dx
+        _kernels.l2_normalize_bwd(dy, yc, norm, dx, *view, eps)
+    return finish_out(dx, out)
 
 
 def _wn_layout(v, g, axis):
@@ -170,7 +172,7 @@ def weight_norm(v, g, *, axis=0, return_stats=False):
     return (w, norm) if return_stats else w
 
 
-def weight_norm_backward(dw, v, g, norm, *, axis=0):
+def weight_norm_backward(dw, v, g, norm, *, axis=0, out=None):
     r"""Gradients of :func:`weight_norm`.
 
     With :math:`s_c = \sum dw\, v` over the slice c and :math:`n_c = \lVert v \rVert_c`:
@@ -180,11 +182,12 @@ def weight_norm_backward(dw, v, g, norm, *, axis=0):
         dg_c = \frac{s_c}{n_c}, \qquad
         dv = \frac{g_c}{n_c}\Big(dw - v\,\frac{s_c}{n_c^2}\Big)
 
-    (both zero on a zero slice).
+    (both zero on a zero slice). ``out`` (optional) receives dv: v's shape and dtype,
+    writeable; any such array, dw included (then through a temporary).
 
     Returns
     -------
-    dv : ndarray, v's shape and dtype
+    dv : ndarray, v's shape and dtype (``out`` when given)
     dg : ndarray, g's shape, v's dtype (float32 for half v)
     """
     v = as_input(v, "v")
@@ -192,11 +195,12 @@ def weight_norm_backward(dw, v, g, norm, *, axis=0):
     (A, C, B), g, g_shape = _wn_layout(v, g, axis)
     dw = as_like(dw, "dw", v.shape, dtype)
     norm = as_like(norm, "norm", (C,), stat_dtype(dtype))
-    dv = new_output(v.shape, dtype)
+    vc = contiguous(v)
+    dv = make_out(out, v.shape, dtype, (None, dw, vc, g, norm))  # never over an input
     dg = np.zeros(C, stat_dtype(dtype))
     if v.size:
-        _kernels.weight_norm_bwd(dw, contiguous(v), g, norm, dv, dg, A, C, B)
-    return dv, dg.reshape(g_shape)
+        _kernels.weight_norm_bwd(dw, vc, g, norm, dv, dg, A, C, B)
+    return finish_out(dv, out), dg.reshape(g_shape)
 
 
 def _matrix(a, name, dtype=None):

@@ -15,8 +15,8 @@ Conventions shared by all functions:
 * ``rstd = 1 / sqrt(var + eps)`` with the biased (population) variance;
 * a reduction over zero elements gives NaN statistics, silently; an empty batch gives empty
   outputs and gradients;
-* ``out=``, when given, receives the forward output (cast to its dtype) and is returned in place
-  of a new array;
+* ``out=``, when given, receives the forward output (a backward's: dx, or dv for weight norm),
+  cast to its dtype, and is returned in place of a new array;
 * backward functions return ``None`` for the gradient of a parameter that was ``None``.
 """
 
@@ -186,7 +186,7 @@ def layer_norm(x, weight=None, bias=None, *, axis=-1, eps=1e-5, out=None, return
 
 
 @_quiet
-def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
+def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1, out=None):
     r"""Gradients of :func:`layer_norm`.
 
     With :math:`\hat x = (x - \mu) r`, :math:`g = \gamma\, dy` and means over the normalized axes:
@@ -231,7 +231,7 @@ def layer_norm_backward(dy, x, mean, rstd, weight=None, *, axis=-1):
     dx = rstd * (g - _mean(g, axes) - xhat * _mean(g * xhat, axes))
     dweight = None if weight is None else (dy * xhat).sum(axis=lead)
     dbias = dy.sum(axis=lead)
-    return dx, dweight, dbias
+    return _finish(dx, out), dweight, dbias
 
 
 # --------------------------------------------------------------------------- RMS norm
@@ -288,7 +288,7 @@ def rms_norm(x, weight=None, *, axis=-1, eps=1e-6, out=None, return_stats=False)
 
 
 @_quiet
-def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
+def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
     r"""Gradients of :func:`rms_norm`.
 
     With :math:`g = \gamma\, dy` and means over the normalized axes
@@ -316,7 +316,7 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1):
     g = dy if weight is None else dy * weight
     dx = rstd * g - x * rstd**3 * _mean(g * x, axes)
     dweight = None if weight is None else (dy * x * rstd).sum(axis=lead)
-    return dx, dweight
+    return _finish(dx, out), dweight
 
 
 # --------------------------------------------------------------------------- batch norm
@@ -452,7 +452,7 @@ def batch_norm(
 
 
 @_quiet
-def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True):
+def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True, out=None):
     r"""Gradients of :func:`batch_norm`.
 
     With :math:`\hat x = (x - \mu) r`, :math:`g = \gamma\, dy` and sums over the :math:`n` values
@@ -492,7 +492,7 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
         dx = g * rstd
     dweight = None if weight is None else (dy * xhat).sum(axis=others)
     dbias = dy.sum(axis=others)
-    return dx, dweight, dbias
+    return _finish(dx, out), dweight, dbias
 
 
 @_quiet
@@ -668,7 +668,7 @@ def group_norm(
 
 
 @_quiet
-def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
+def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1, out=None):
     r"""Gradients of :func:`group_norm`.
 
     Within each (sample, group) block, with :math:`\hat x = (x - \mu) r` and
@@ -690,7 +690,8 @@ def group_norm_backward(dy, x, mean, rstd, num_groups, weight=None, *, axis=1):
     dbias : ndarray
         Shape ``(C,)``.
     """
-    return _gn_backward(dy, x, mean, rstd, num_groups, weight, axis)
+    dx, dweight, dbias = _gn_backward(dy, x, mean, rstd, num_groups, weight, axis)
+    return _finish(dx, out), dweight, dbias
 
 
 @_quiet
@@ -723,7 +724,7 @@ def instance_norm(x, weight=None, bias=None, *, axis=1, eps=1e-5, out=None, retu
 
 
 @_quiet
-def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1):
+def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, out=None):
     r"""Gradients of :func:`instance_norm` (:func:`group_norm_backward` with ``G = C``).
 
     Returns
@@ -737,7 +738,8 @@ def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1):
     """
     x = _f64(x)
     c = x.shape[_axis(axis, x.ndim)] if x.ndim >= 2 else 0
-    return _gn_backward(dy, x, mean, rstd, c, weight, axis)
+    dx, dweight, dbias = _gn_backward(dy, x, mean, rstd, c, weight, axis)
+    return _finish(dx, out), dweight, dbias
 
 
 # --------------------------------------------------------------------------- L2 normalize
@@ -790,7 +792,7 @@ def l2_normalize(x, *, axis=-1, eps=1e-12, out=None, return_stats=False):
 
 
 @_quiet
-def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
+def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12, out=None):
     r"""Gradient of :func:`l2_normalize` from its output.
 
     Where :math:`\lVert x \rVert > \epsilon`, :math:`y = x / \lVert x \rVert` and
@@ -820,7 +822,7 @@ def l2_normalize_backward(dy, y, norm, *, axis=-1, eps=1e-12):
     norm = np.expand_dims(_f64(norm), axis)
     big = (norm > eps) | np.isnan(norm)  # a NaN norm gives NaN gradients
     proj = (dy - y * (dy * y).sum(axis=axis, keepdims=True)) / np.where(big, norm, 1.0)
-    return np.where(big, proj, dy / eps)
+    return _finish(np.where(big, proj, dy / eps), out)
 
 
 # --------------------------------------------------------------------------- weight norm
@@ -885,7 +887,7 @@ def weight_norm(v, g, *, axis=0, return_stats=False):
 
 
 @_quiet
-def weight_norm_backward(dw, v, g, norm, *, axis=0):
+def weight_norm_backward(dw, v, g, norm, *, axis=0, out=None):
     r"""Gradients of :func:`weight_norm`.
 
     With sums over every axis but ``axis`` and :math:`\lVert v \rVert` the saved norm:
@@ -913,7 +915,7 @@ def weight_norm_backward(dw, v, g, norm, *, axis=0):
     dg = np.where(zero, 0.0, (dw * v).sum(axis=others) / safe)
     scale = np.where(zero, 0.0, g.reshape(-1) / safe).reshape(bshape)
     dv = scale * (dw - v * (dg / safe).reshape(bshape))
-    return dv, dg.reshape(g.shape)
+    return _finish(dv, out), dg.reshape(g.shape)
 
 
 # --------------------------------------------------------------------------- cosine norm

@@ -191,6 +191,78 @@ def test_batch_norm_fast_out(rng, full_path, dtype, training):
         same_bits(rv1, rv2)
 
 
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize(("shape", "axis"), ROW_CASES[:4])
+def test_rows_bwd_fast_out(rng, full_path, dtype, shape, axis):
+    """The backward's out= (dx) is taken by the fast path with the full path's bits, also
+    in place of dy (out=dy)."""
+    x = data(rng, shape, dtype, loc=3.0)
+    dy = data(rng, shape, dtype)
+    norm = x.shape[axis:]
+    w = data(rng, norm, dtype)
+    _, mean, rstd = fn.layer_norm(x, w, axis=axis, return_stats=True)
+    out = np.full(shape, np.nan, dtype)
+    assert _kernels.layer_norm_bwd_fast(dy, x, mean, rstd, w, axis, out)[0] is out
+    assert _kernels.rms_norm_bwd_fast(dy, x, rstd, w, axis, out)[0] is out
+
+    def calls():
+        res = []
+        for f, args in ((fn.layer_norm_backward, (mean, rstd, w)),
+                        (fn.rms_norm_backward, (rstd, w))):
+            o = np.full(shape, np.nan, dtype)
+            r = f(dy, x, *args, axis=axis, out=o)
+            assert r[0] is o
+            d = dy.copy()
+            ri = f(d, x, *args, axis=axis, out=d)
+            assert ri[0] is d
+            res += [r, ri]
+        return res
+
+    fast = calls()
+    with full_path:
+        full = calls()
+    for a, b_ in zip(fast, full, strict=True):
+        same_results(a, b_)
+    same_results(fast[0], fn.layer_norm_backward(dy, x, mean, rstd, w, axis=axis))
+
+
+def test_declined_bwd_out(rng):
+    """A backward out the full path would not write directly is declined, and the public
+    function still gives the right dx."""
+    x = data(rng, (3, 8), F32, loc=1.0)
+    dy = data(rng, (3, 8), F32)
+    w = data(rng, 8, F32)
+    _, mean, rstd = fn.layer_norm(x, w, return_stats=True)
+    want = fn.layer_norm_backward(dy, x, mean, rstd, w)
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    bad = {"read-only": ro, "shape": np.empty((8, 3), F32), "dtype": np.empty((3, 8), F64),
+           "strided": np.empty((3, 16), F32)[:, ::2], "list": x.tolist()}
+    for name, out in bad.items():
+        assert _kernels.layer_norm_bwd_fast(dy, x, mean, rstd, w, -1, out) is None, name
+        assert _kernels.rms_norm_bwd_fast(dy, x, rstd, w, -1, out) is None, name
+    # over x, over part of dy, over the weight: computed into a temporary, then copied
+    buf = np.zeros(64, F32)
+    for lo, arg in ((0, "x"), (4, "dy"), (8, "weight")):
+        buf[:] = 0
+        xs, dys, ws = x.copy(), dy.copy(), w.copy()
+        out = buf[lo:lo + 24].reshape(3, 8)
+        if arg == "x":
+            buf[:24] = x.ravel()
+            xs = buf[:24].reshape(3, 8)
+        elif arg == "dy":
+            buf[:24] = dy.ravel()
+            dys = buf[:24].reshape(3, 8)
+        else:
+            buf[16:24] = w
+            ws = buf[16:24]
+        assert _kernels.layer_norm_bwd_fast(dys, xs, mean, rstd, ws, -1, out) is None, arg
+        r = fn.layer_norm_backward(dys, xs, mean, rstd, ws, out=out)
+        assert r[0] is out
+        for a, b_ in zip(r, want, strict=True):
+            np.testing.assert_array_equal(a, b_, err_msg=arg)
+
+
 def test_declined_out(rng):
     """Every out the full path would not write into directly (or rejects) is declined;
     the public functions then still give the right result through the full path."""
