@@ -21,9 +21,17 @@
 /* Inputs with fewer elements than this run on one thread: starting a team costs more. */
 #define FN_SERIAL_ELEMS ((int64_t)1 << 15)
 
-/* x86-64 builds by GCC or clang carry AVX2 and AVX-512 versions of every kernel. */
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__)) && \
-    !defined(FN_NO_MULTI_ISA)
+/* x86-64 builds by GCC or clang: FN_X86, the intrinsics of <immintrin.h>, which each
+ * translation unit uses as far as its target allows; and FN_MULTI_ISA, AVX2 and AVX-512
+ * versions of every kernel beside the baseline one, chosen at run time. FN_NO_MULTI_ISA
+ * builds the baseline one alone, for the target the compiler is given (-march=native:
+ * that machine's SIMD level). */
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define FN_X86 1
+#else
+#define FN_X86 0
+#endif
+#if FN_X86 && !defined(FN_NO_MULTI_ISA)
 #define FN_MULTI_ISA 1
 #else
 #define FN_MULTI_ISA 0
@@ -58,7 +66,7 @@ static inline fn_v8f fn_hi8f(fn_v16f v)
 }
 #endif
 
-#if FN_MULTI_ISA
+#if FN_X86
 #include <immintrin.h>
 #endif
 
@@ -147,7 +155,7 @@ static inline int64_t fn_rows_per_block(int64_t M)
 /* Order streaming stores before anything that follows (they are weakly ordered). */
 static inline void fn_sfence(void)
 {
-#if FN_MULTI_ISA
+#if FN_X86
     _mm_sfence();
 #endif
 }
@@ -224,7 +232,7 @@ extern int64_t fn_stream_bytes;
 /* Elements computed into an L1 buffer before being streamed out. */
 #define FN_CHUNK 1024
 
-static inline int fn_stream_ok(int64_t bytes) { return FN_MULTI_ISA && bytes >= fn_stream_bytes; }
+static inline int fn_stream_ok(int64_t bytes) { return FN_X86 && bytes >= fn_stream_bytes; }
 
 /* Run CALL, which writes `len` outputs to `out` for output elements j0..j0+len, either
  * once over the whole span (out = dst, j0 = 0, len = n) or, when streaming, chunk by

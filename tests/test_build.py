@@ -1,5 +1,6 @@
-"""The serial build: FASTNORM_OPENMP=0 builds kernels without OpenMP that still match the
-reference."""
+"""Other builds than the default: FASTNORM_OPENMP=0 builds kernels without OpenMP, and
+FN_NO_MULTI_ISA with FASTNORM_NATIVE=1 builds one set of kernels for this CPU alone; both
+must still match the reference."""
 
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ print(json.dumps({"file": fastnorm.__file__, "openmp": cfg["openmp"], "build": c
 """
 
 
-@pytest.mark.slow
-def test_build_without_openmp(tmp_path):
+def _build_and_check(tmp_path, env):
+    """Build a copy of the sources with `env` in place; run CHECK with it; CHECK's report,
+    after asserting that the copy was the one imported and that its errors are small."""
     src = tmp_path / "src"
     src.mkdir()
     shutil.copytree(ROOT / "csrc", src / "csrc")
@@ -65,7 +67,7 @@ def test_build_without_openmp(tmp_path):
     for name in ("setup.py", "pyproject.toml", "README.md"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, src / name)
-    env = dict(os.environ, FASTNORM_OPENMP="0")
+    env = dict(os.environ, **env)
     env.pop("FASTNORM_SIMD", None)
     build = subprocess.run(
         [sys.executable, "setup.py", "build_ext", "--inplace"],
@@ -77,8 +79,6 @@ def test_build_without_openmp(tmp_path):
         check=False,
     )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    assert "OpenMP disabled by FASTNORM_OPENMP=0" in build.stderr
-    assert re.search(r"-fopenmp(?!-simd)", build.stdout + build.stderr) is None
     assert list((src / "fastnorm").glob("_kernels*.so")) or list(
         (src / "fastnorm").glob("_kernels*.pyd")
     )
@@ -96,9 +96,29 @@ def test_build_without_openmp(tmp_path):
     assert res.returncode == 0, res.stderr
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert Path(info["file"]).resolve().is_relative_to(src.resolve()), info["file"]
-    assert info["openmp"] is False
-    assert "no OpenMP" in info["build"]
-    assert info["threads"] == 1
     for dtype, tol in (("float32", 1e-5), ("float64", 1e-12)):
         for name, err in info["errors"][dtype].items():
             assert err < tol, f"{name} {dtype}: error {err}"
+    return build, info
+
+
+@pytest.mark.slow
+def test_build_without_openmp(tmp_path):
+    build, info = _build_and_check(tmp_path, {"FASTNORM_OPENMP": "0"})
+    assert "OpenMP disabled by FASTNORM_OPENMP=0" in build.stderr
+    assert re.search(r"-fopenmp(?!-simd)", build.stdout + build.stderr) is None
+    assert info["openmp"] is False
+    assert "no OpenMP" in info["build"]
+    assert info["threads"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="GCC/clang flags")
+def test_build_one_isa_native(tmp_path):
+    """-DFN_NO_MULTI_ISA -march=native: the baseline kernels compiled for this CPU, with
+    whatever intrinsics its SIMD level allows (they were once left undeclared there)."""
+    cflags = (os.environ.get("CFLAGS", "") + " -DFN_NO_MULTI_ISA").strip()
+    build, info = _build_and_check(tmp_path, {"FASTNORM_NATIVE": "1", "CFLAGS": cflags})
+    out = build.stdout + build.stderr
+    assert "-march=native" in out and "-DFN_NO_MULTI_ISA" in out
+    assert "kernels_avx512" in out or "kernels_baseline" in out

@@ -23,8 +23,9 @@
 #                           run lists them all; the run still fails if any was printed
 #   SANITIZE_KEEP=1         keep the temporary directory (build, logs)
 #
-# Skipped test: tests/test_build.py::test_build_without_openmp. It compiles its own
-# extension (FASTNORM_OPENMP=0, not sanitized) into another temporary directory and runs
+# Skipped tests: tests/test_build.py::test_build_without_openmp and
+# test_build_one_isa_native. Each compiles its own
+# extension (FASTNORM_OPENMP=0 or -DFN_NO_MULTI_ISA, not sanitized) into another temporary directory and runs
 # it in a child process, so it checks nothing under ASan; with LD_PRELOAD=libasan set it
 # would also run setuptools and gcc/cc1 under ASan for ~30 s. It is a build test, run by
 # the normal `make test`.
@@ -205,6 +206,7 @@ LEVELS=${SANITIZE_SIMD:-$(san "$PY" -c 'from fastnorm import _kernels, _runtime 
 L = r.SIMD_LEVELS; print(" ".join(reversed(L[:L.index(_kernels.isa_supported()) + 1])))')}
 PYTEST_ARGS=(tests -x -q -p no:cacheprovider --capture=sys
              --deselect tests/test_build.py::test_build_without_openmp
+             --deselect tests/test_build.py::test_build_one_isa_native
              --deselect tests/test_leaks.py::test_repeated_calls_do_not_grow_memory "$@")
 # libstdc++ loaded right after the ASan runtime: C++ libraries built without ASan (PyTorch,
 # for tests/test_torch.py) throw exceptions through ASan's __cxa_throw interceptor, which
