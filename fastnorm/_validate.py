@@ -160,14 +160,8 @@ def new_output(shape, dtype):
     return a
 
 
-def make_out(out, shape, dtype, inputs):
-    """The array the kernel writes into: a fresh one when `out` is None, `out` itself when
-    the kernel can write it directly, else a temporary (see finish_out).
-
-    The kernel may write directly into `out` when it is C-contiguous and aligned and it
-    either shares no memory with `inputs` or is the first input itself (in place)."""
-    if out is None:
-        return new_output(shape, dtype)
+def check_out(out, shape, dtype):
+    """Raise unless `out` (not None) is a writeable ndarray of `shape` and `dtype`."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape:
@@ -176,6 +170,17 @@ def make_out(out, shape, dtype, inputs):
         raise TypeError(f"out must have dtype {dtype}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
+
+
+def make_out(out, shape, dtype, inputs):
+    """The array the kernel writes into: a fresh one when `out` is None, `out` itself when
+    the kernel can write it directly, else a temporary (see finish_out).
+
+    The kernel may write directly into `out` when it is C-contiguous and aligned and it
+    either shares no memory with `inputs` or is the first input itself (in place)."""
+    if out is None:
+        return new_output(shape, dtype)
+    check_out(out, shape, dtype)
     f = out.flags
     if f.c_contiguous and f.aligned:
         others = inputs[1:] if out is inputs[0] else inputs

@@ -37,7 +37,7 @@ import numpy as np
 from . import _kernels
 from ._channels import _bn_args, _bn_grad_args, batch_norm
 from ._moments import _merge
-from ._validate import contiguous, new_output, stat_dtype
+from ._validate import check_out, contiguous, finish_out, make_out, new_output, stat_dtype
 
 __all__ = ["sync_batch_norm", "sync_batch_norm_backward"]
 
@@ -93,6 +93,7 @@ def sync_batch_norm(
     eps=1e-5,
     axis=1,
     comm,
+    out=None,
     return_stats=False,
 ):
     r"""Batch normalization with the statistics of the global batch spread over the ranks
@@ -120,9 +121,10 @@ def sync_batch_norm(
     ----------
     x : array_like, float32 or float64, at least 2-d
         This rank's part of the batch; every rank must have the same number of channels.
-    weight, bias, running_mean, running_var, momentum, eps, axis, return_stats
+    weight, bias, running_mean, running_var, momentum, eps, axis, out, return_stats
         As in :func:`fastnorm.batch_norm` (weight, bias and the running statistics are
-        normally replicated: the same values on every rank).
+        normally replicated: the same values on every rank; ``out`` is checked before
+        any communication).
     training : bool, default True
         ``False`` normalizes with the running statistics, locally: no communication, and
         ``comm`` is not used.
@@ -167,12 +169,15 @@ def sync_batch_norm(
             momentum=momentum,
             eps=eps,
             axis=axis,
+            out=out,
             return_stats=return_stats,
         )
     x, (A, C, B), eps, momentum, weight, bias, rm, rv = _bn_args(
         x, weight, bias, running_mean, running_var, axis, eps, momentum)
     dtype = x.dtype
     sdtype = stat_dtype(dtype)
+    if out is not None:
+        check_out(out, x.shape, dtype)
     _check_comm(comm)
 
     gathered = comm.allgather(_local_moments(x, A, C, B))
@@ -186,12 +191,13 @@ def sync_batch_norm(
     if n == 0:
         # No global batch (x is empty on every rank): NaN statistics, running statistics
         # untouched, as batch_norm on an empty batch.
-        y = new_output(x.shape, dtype)
+        y = new_output(x.shape, dtype) if out is None else out
         nan = np.full(C, np.nan, sdtype)
         return (y, nan, nan.copy()) if return_stats else y
     mean, var = np.array(mean), m2 / n  # own arrays: the merge may return received ones
-    out = batch_norm(
-        x, weight, bias, mean, var, training=False, eps=eps, axis=axis, return_stats=return_stats
+    res = batch_norm(
+        x, weight, bias, mean, var, training=False, eps=eps, axis=axis, out=out,
+        return_stats=return_stats,
     )
     # computed in float64 like the kernel's update, then stored in the arrays' dtype
     with np.errstate(over="ignore", invalid="ignore"):
@@ -199,10 +205,10 @@ def sync_batch_norm(
             rm[...] = (1.0 - momentum) * rm.astype(np.float64) + momentum * mean
         if rv is not None:
             rv[...] = (1.0 - momentum) * rv.astype(np.float64) + momentum * (m2 / (n - 1.0))
-    return out
+    return res
 
 
-def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm):
+def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm, out=None):
     r"""Gradients of :func:`sync_batch_norm` (training mode) on this rank's part.
 
     With :math:`\hat x = (x - \mu)\,\mathrm{rstd}`, :math:`n` the global count per channel
@@ -232,18 +238,22 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm):
     axis : int, default 1
     comm : communicator
         As in :func:`sync_batch_norm`; the call is collective.
+    out : ndarray, optional
+        Receives dx: x's shape and dtype, writeable (dy included: then through a
+        temporary). Checked before any communication.
 
     Returns
     -------
-    dx : ndarray, x's shape and dtype
+    dx : ndarray, x's shape and dtype (``out`` when given)
     dweight : ndarray (C,), or None when weight is None
     dbias : ndarray (C,)
     """
     x, (A, C, B), dy, mean, rstd, weight = _bn_grad_args(dy, x, mean, rstd, weight, axis)
     dtype = x.dtype
     sdtype = stat_dtype(dtype)
-    _check_comm(comm)
     xc = contiguous(x)
+    dx = make_out(out, x.shape, dtype, (None, dy, xc, mean, rstd, weight))
+    _check_comm(comm)
     sums = np.zeros(2 * C + 1, np.float64)  # count, sum dy, sum dy * xhat
     sums[0] = A * B
     s1, s2 = sums[1 : C + 1], sums[C + 1 :]
@@ -256,7 +266,6 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm):
             f"channels (sums of shape {total.shape} reduced, this rank has "
             f"C={C})"
         )
-    dx = new_output(x.shape, dtype)
     if x.size:
         g1 = np.ascontiguousarray(total[1 : C + 1])
         g2 = np.ascontiguousarray(total[C + 1 :])
@@ -264,4 +273,4 @@ def sync_batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, comm):
             dy, xc, mean, rstd, weight, g1, g2, float(total[0]), dx, A, C, B
         )
     dweight = None if weight is None else s2.astype(sdtype)
-    return dx, dweight, s1.astype(sdtype)
+    return finish_out(dx, out), dweight, s1.astype(sdtype)

@@ -337,6 +337,45 @@ def test_bad_comm_and_arguments_raise_before_communicating(rng):
         sync_batch_norm(x[0], comm=Silent())
     with pytest.raises(ValueError):
         sync_batch_norm_backward(x[:2], x, np.zeros(3), np.ones(3), comm=Silent())
+    for out, exc in ((np.empty((4, 4)), ValueError), (np.empty((4, 3), np.float32), TypeError)):
+        with pytest.raises(exc, match="out must have"):
+            sync_batch_norm_backward(x, x, np.zeros(3), np.ones(3), comm=Silent(), out=out)
+        with pytest.raises(exc, match="out must have"):
+            sync_batch_norm(x, running_mean=rm, comm=Silent(), out=out)
+        assert_identical(rm, np.zeros(3))
+
+
+@pytest.mark.parametrize(("sample", "axis"), LAYOUTS[:2])
+def test_backward_out(rng, sample, axis):
+    """out= receives dx (y in the forward) with the bits of the call without it; out=dy
+    works in place."""
+    sizes = (3, 4)
+    x, dy, w, b = make_batch(rng, sum(sizes), sample, axis, np.float32)
+    xs, dys = split(x, sizes), split(dy, sizes)
+    group = ThreadGroup(len(sizes))
+
+    def rank_fn(rank, comm):
+        y, mean, rstd = sync_batch_norm(xs[rank], w, b, axis=axis, comm=comm,
+                                        return_stats=True)
+        want = sync_batch_norm_backward(dys[rank], xs[rank], mean, rstd, w, axis=axis,
+                                        comm=comm)
+        out = np.full(xs[rank].shape, np.nan, np.float32)
+        got = sync_batch_norm_backward(dys[rank], xs[rank], mean, rstd, w, axis=axis,
+                                       comm=comm, out=out)
+        d = dys[rank].copy()
+        inplace = sync_batch_norm_backward(d, xs[rank], mean, rstd, w, axis=axis,
+                                           comm=comm, out=d)
+        yo = np.full(xs[rank].shape, np.nan, np.float32)
+        fwd = sync_batch_norm(xs[rank], w, b, axis=axis, comm=comm, out=yo, return_stats=True)
+        return want, got, out, inplace, d, (y, mean, rstd), fwd, yo
+
+    for want, got, out, inplace, d, fwd_want, fwd, yo in group.run(rank_fn):
+        assert got[0] is out and inplace[0] is d and fwd[0] is yo
+        for res in (got, inplace):
+            for a, b_ in zip(res, want, strict=True):
+                assert_identical(a, b_)
+        for a, b_ in zip(fwd, fwd_want, strict=True):
+            assert_identical(a, b_)
 
 
 def test_eval_mode_is_local(rng):
