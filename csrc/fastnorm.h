@@ -78,6 +78,26 @@ void fn_prefault(void *p, int64_t bytes);
 /* Compiler and build flags, as one human-readable line. */
 const char *fn_build_info(void);
 
+/* A cache of freed output buffers, for the memory fastnorm's large outputs are allocated
+ * from (the Python layer routes them here). A freed buffer of at least FN_CACHE_MIN bytes
+ * is kept, up to FN_CACHE_SLOTS buffers and fn_cache_set_limit bytes in all (the oldest
+ * freed first to make room), and handed out again for an allocation of exactly its size:
+ * its pages are already mapped, where memory newly given by the system is faulted in and
+ * zeroed page by page. Thread-safe.
+ *   fn_cache_malloc / fn_cache_free: malloc / free with the cache in between; new blocks
+ *     of 4 MiB and more get transparent huge pages asked for, as NumPy's do;
+ *   fn_cache_set_limit(bytes): the most the cache may hold (0: none; what it holds above
+ *     the new limit is freed now); fn_cache_limit, fn_cache_bytes: the limit and what it
+ *     holds; fn_cache_clear: free all it holds. */
+#define FN_CACHE_MIN ((int64_t)1 << 20)
+#define FN_CACHE_SLOTS 8
+void *fn_cache_malloc(size_t size);
+void fn_cache_free(void *p, size_t size);
+void fn_cache_set_limit(int64_t bytes);
+int64_t fn_cache_limit(void);
+int64_t fn_cache_bytes(void);
+void fn_cache_clear(void);
+
 /* ---- rows family: layer norm and RMS norm over (M, K) ------------------------------
  *
  * layer_norm:  y = (x - mean) * rstd * weight + bias, rstd = 1 / sqrt(var + eps)

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -57,11 +58,135 @@ void fn_prefault(void *p, int64_t bytes)
  * child runs every kernel on its own thread. */
 static volatile int fn_forked = 0;
 
+/* The output cache (fastnorm.h): blocks in the order they were freed, oldest first. */
+static struct {
+    void *p;
+    size_t size;
+} fn_cache[FN_CACHE_SLOTS];
+static int fn_cache_n = 0;
+static int64_t fn_cache_held = 0;
+static int64_t fn_cache_max = 0;
+
 #ifdef FN_HAVE_ATFORK
-static void fn_atfork_child(void) { fn_forked = 1; }
+static pthread_mutex_t fn_cache_mutex = PTHREAD_MUTEX_INITIALIZER;
+static void fn_cache_lock(void) { pthread_mutex_lock(&fn_cache_mutex); }
+static void fn_cache_unlock(void) { pthread_mutex_unlock(&fn_cache_mutex); }
+/* fork() while holding the lock: prepare takes it, so that no other thread holds it in
+ * the child, and both sides let it go */
+static void fn_atfork_child(void)
+{
+    fn_forked = 1;
+    fn_cache_unlock();
+}
 static pthread_once_t fn_atfork_once = PTHREAD_ONCE_INIT;
-static void fn_atfork_register(void) { pthread_atfork(NULL, NULL, fn_atfork_child); }
+static void fn_atfork_register(void)
+{
+    pthread_atfork(fn_cache_lock, fn_cache_unlock, fn_atfork_child);
+}
+#else
+static void fn_cache_lock(void) {}
+static void fn_cache_unlock(void) {}
 #endif
+
+/* Free the oldest blocks until at most `slots` remain and they hold at most `bytes`;
+ * with the lock held. The blocks are freed after the lock is let go, by the caller. */
+static int fn_cache_shrink(int slots, int64_t bytes, void **out)
+{
+    int k = 0;
+    while (fn_cache_n > 0 && (fn_cache_n > slots || fn_cache_held > bytes)) {
+        out[k++] = fn_cache[0].p;
+        fn_cache_held -= (int64_t)fn_cache[0].size;
+        fn_cache_n--;
+        memmove(fn_cache, fn_cache + 1, (size_t)fn_cache_n * sizeof fn_cache[0]);
+    }
+    return k;
+}
+
+static void fn_free_all(void **blocks, int k)
+{
+    for (int i = 0; i < k; i++)
+        free(blocks[i]);
+}
+
+void *fn_cache_malloc(size_t size)
+{
+    if ((int64_t)size >= FN_CACHE_MIN) {
+        void *hit = NULL;
+        fn_cache_lock();
+        for (int i = fn_cache_n - 1; i >= 0; i--) { /* the most recently freed first */
+            if (fn_cache[i].size == size) {
+                hit = fn_cache[i].p;
+                fn_cache_held -= (int64_t)size;
+                fn_cache_n--;
+                memmove(fn_cache + i, fn_cache + i + 1,
+                        (size_t)(fn_cache_n - i) * sizeof fn_cache[0]);
+                break;
+            }
+        }
+        fn_cache_unlock();
+        if (hit)
+            return hit;
+    }
+    void *p = malloc(size ? size : 1);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (p && size >= ((size_t)1 << 22)) { /* as NumPy's own allocation does */
+        const uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+        const uintptr_t b = ((uintptr_t)p + size) & ~(uintptr_t)4095;
+        if (b > a)
+            (void)madvise((void *)a, b - a, MADV_HUGEPAGE);
+    }
+#endif
+    return p;
+}
+
+void fn_cache_free(void *p, size_t size)
+{
+    if (!p)
+        return;
+    void *drop[FN_CACHE_SLOTS + 1];
+    int k = 0;
+    fn_cache_lock();
+    if ((int64_t)size >= FN_CACHE_MIN && (int64_t)size <= fn_cache_max) {
+        k = fn_cache_shrink(FN_CACHE_SLOTS - 1, fn_cache_max - (int64_t)size, drop);
+        fn_cache[fn_cache_n].p = p;
+        fn_cache[fn_cache_n].size = size;
+        fn_cache_n++;
+        fn_cache_held += (int64_t)size;
+        p = NULL;
+    }
+    fn_cache_unlock();
+    fn_free_all(drop, k);
+    free(p);
+}
+
+void fn_cache_set_limit(int64_t bytes)
+{
+    void *drop[FN_CACHE_SLOTS];
+    fn_cache_lock();
+    fn_cache_max = bytes > 0 ? bytes : 0;
+    const int k = fn_cache_shrink(FN_CACHE_SLOTS, fn_cache_max, drop);
+    fn_cache_unlock();
+    fn_free_all(drop, k);
+}
+
+int64_t fn_cache_limit(void) { return fn_cache_max; }
+
+int64_t fn_cache_bytes(void)
+{
+    fn_cache_lock();
+    const int64_t b = fn_cache_held;
+    fn_cache_unlock();
+    return b;
+}
+
+void fn_cache_clear(void)
+{
+    void *drop[FN_CACHE_SLOTS];
+    fn_cache_lock();
+    const int k = fn_cache_shrink(0, 0, drop);
+    fn_cache_unlock();
+    fn_free_all(drop, k);
+}
 
 #ifdef _OPENMP
 /* omp_get_max_threads() in a fresh thread: the process-wide default (OMP_NUM_THREADS or the

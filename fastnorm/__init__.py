@@ -18,7 +18,15 @@ from ._channels import (
 )
 from ._moments import batch_moments, merge_moments
 from ._rows import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
-from ._runtime import _init_simd, get_num_threads, set_num_threads, show_config
+from ._runtime import (
+    _init_output_cache,
+    _init_simd,
+    get_num_threads,
+    get_output_cache,
+    set_num_threads,
+    set_output_cache,
+    show_config,
+)
 from ._vectors import (
     cosine_norm,
     cosine_norm_backward,
@@ -30,6 +38,8 @@ from ._vectors import (
 
 _init_simd()
 del _init_simd
+_init_output_cache()
+del _init_output_cache
 
 __all__ = [
     "__version__",
@@ -52,6 +62,8 @@ __all__ = [
     "cosine_norm",
     "cosine_norm_backward",
     "set_num_threads",
+    "set_output_cache",
+    "get_output_cache",
     "get_num_threads",
     "show_config",
 ]

@@ -7,6 +7,7 @@ The *_fast functions at the end are the exception: they take a public function's
 arguments and run its kernel only where C-level checks prove the call valid (see there).
 """
 cimport numpy as cnp
+import numpy as np
 from libc.stdint cimport int64_t, uintptr_t
 
 cnp.import_array()
@@ -89,6 +90,97 @@ def prefault(arr):
     fn_prefault); its contents are left as they are."""
     cdef uintptr_t p = arr.ctypes.data
     fn_prefault(<void *>p, arr.nbytes)
+
+
+# ---- the output cache: large outputs allocated through NumPy's memory handler API ------
+#
+# An array made while _CACHE_HANDLER is NumPy's current handler gets its memory from
+# fn_cache_malloc and gives it back, when the array dies, through fn_cache_free (NumPy
+# keeps each array's handler), which may keep it for the next output of the same size.
+# The handler is current only around fastnorm's own allocation of an output (_cached).
+
+cdef extern from "numpy/ndarraytypes.h":
+    ctypedef struct PyDataMemAllocator:
+        void *ctx
+        void *(*malloc)(void *ctx, size_t size) noexcept nogil
+        void *(*calloc)(void *ctx, size_t nelem, size_t elsize) noexcept nogil
+        void *(*realloc)(void *ctx, void *ptr, size_t new_size) noexcept nogil
+        void (*free)(void *ctx, void *ptr, size_t size) noexcept nogil
+    ctypedef struct PyDataMem_Handler:
+        char name[127]
+        unsigned char version
+        PyDataMemAllocator allocator
+
+cdef extern from "numpy/arrayobject.h":
+    object PyDataMem_SetHandler(object handler)
+
+from cpython.pycapsule cimport PyCapsule_New
+from libc.stdlib cimport calloc, realloc
+from libc.string cimport strcpy
+
+
+cdef void *_cache_malloc(void *ctx, size_t size) noexcept nogil:
+    return fn_cache_malloc(size)
+
+
+cdef void *_cache_calloc(void *ctx, size_t nelem, size_t elsize) noexcept nogil:
+    return calloc(nelem, elsize)
+
+
+cdef void *_cache_realloc(void *ctx, void *ptr, size_t new_size) noexcept nogil:
+    return realloc(ptr, new_size)
+
+
+cdef void _cache_free(void *ctx, void *ptr, size_t size) noexcept nogil:
+    fn_cache_free(ptr, size)
+
+
+cdef PyDataMem_Handler _cache_handler
+strcpy(_cache_handler.name, b"fastnorm_output_cache")
+_cache_handler.version = 1
+_cache_handler.allocator.ctx = NULL
+_cache_handler.allocator.malloc = _cache_malloc
+_cache_handler.allocator.calloc = _cache_calloc
+_cache_handler.allocator.realloc = _cache_realloc
+_cache_handler.allocator.free = _cache_free
+cdef object _CACHE_HANDLER = PyCapsule_New(&_cache_handler, "mem_handler", NULL)
+
+
+cdef inline bint _cached(int64_t nbytes):
+    """Whether an output of nbytes is allocated through the cache."""
+    return nbytes >= FN_CACHE_MIN and fn_cache_limit() >= nbytes
+
+
+def empty_output(shape, dtype):
+    """numpy.empty(shape, dtype) for a kernel's output: from the output cache when it is
+    large enough (FN_CACHE_MIN) and the cache is on."""
+    dt = np.dtype(dtype)
+    cdef int64_t n = dt.itemsize
+    for d in shape:
+        n *= d
+    if not _cached(n):
+        return np.empty(shape, dt)
+    old = PyDataMem_SetHandler(_CACHE_HANDLER)
+    try:
+        return np.empty(shape, dt)
+    finally:
+        PyDataMem_SetHandler(old)
+
+
+def set_output_cache(int64_t nbytes):
+    fn_cache_set_limit(nbytes)
+
+
+def output_cache_limit():
+    return fn_cache_limit()
+
+
+def output_cache_bytes():
+    return fn_cache_bytes()
+
+
+def clear_output_cache():
+    fn_cache_clear()
 
 
 def isa_supported():
@@ -690,8 +782,18 @@ cdef int64_t _PREFAULT_BYTES = PREFAULT_BYTES
 
 cdef inline object _empty_out(int nd, cnp.npy_intp *dims, int kind):
     """_empty for a kernel's output (y, dx): as fastnorm._validate.new_output."""
-    a = _empty(nd, dims, kind)
-    cdef int64_t nbytes = cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    cdef int64_t nbytes = 8 if kind else 4
+    cdef int i
+    for i in range(nd):
+        nbytes *= dims[i]
+    if _cached(nbytes):
+        old = PyDataMem_SetHandler(_CACHE_HANDLER)
+        try:
+            a = _empty(nd, dims, kind)
+        finally:
+            PyDataMem_SetHandler(old)
+    else:
+        a = _empty(nd, dims, kind)
     if nbytes >= _PREFAULT_BYTES and fn_get_num_threads() > 1:
         fn_prefault(cnp.PyArray_DATA(<cnp.ndarray>a), nbytes)
     return a

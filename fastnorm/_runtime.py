@@ -7,7 +7,12 @@ import warnings
 
 from . import _kernels
 
-__all__ = ["set_num_threads", "get_num_threads", "show_config", "config"]
+__all__ = ["set_num_threads", "get_num_threads", "set_output_cache", "get_output_cache",
+           "show_config", "config"]
+
+# The output cache's size when FASTNORM_OUTPUT_CACHE does not say: two outputs of a
+# 32x64x56x56 float32 batch norm step (25.7 MB each) fit.
+OUTPUT_CACHE_DEFAULT = 64 << 20
 
 SIMD_LEVELS = _kernels.ISA_LEVELS
 
@@ -64,6 +69,70 @@ def get_num_threads():
     return _kernels.get_num_threads()
 
 
+def set_output_cache(nbytes):
+    """Set how much memory fastnorm keeps for reuse from its own freed outputs.
+
+    Outputs fastnorm allocates (no ``out=``) of 1 MiB and more come from a small cache:
+    when such an array is freed, its memory is kept, up to 8 blocks and ``nbytes`` bytes
+    in all (the oldest freed are given back first), and the next output of exactly the
+    same size gets it again. Memory newly given by the system is faulted in and zeroed
+    page by page as it is first written, which can cost as much as the kernel itself: a
+    channels-last batch norm training step on 32x56x56x64 float32 took 8.1-9.3 ms with
+    fresh memory at every call and 4.2-4.5 ms with reused memory. ``out=`` avoids the
+    question altogether.
+
+    Parameters
+    ----------
+    nbytes : int
+        The most the cache may hold, in bytes; ``0`` turns it off and gives back what it
+        holds. The default is 64 MiB, or the environment variable
+        ``FASTNORM_OUTPUT_CACHE`` (bytes) at import.
+
+    Notes
+    -----
+    The cache holds only memory of arrays that were freed; arrays in use are never
+    touched, and results do not depend on it. Its content is shown by
+    :func:`get_output_cache`.
+
+    Examples
+    --------
+    >>> import fastnorm
+    >>> fastnorm.set_output_cache(0)          # no reuse: every output is fresh memory
+    >>> fastnorm.get_output_cache()
+    (0, 0)
+    >>> fastnorm.set_output_cache(64 << 20)
+    """
+    try:
+        n = operator.index(nbytes)
+    except TypeError:
+        raise TypeError(f"nbytes must be an integer, got {nbytes!r}") from None
+    if not 0 <= n < 1 << 62:
+        raise ValueError(f"nbytes must be >= 0, got {n}")
+    _kernels.set_output_cache(n)
+
+
+def get_output_cache():
+    """``(limit, held)``: the output cache's limit and the bytes it holds now, for reuse
+    (see :func:`set_output_cache`)."""
+    return _kernels.output_cache_limit(), _kernels.output_cache_bytes()
+
+
+def _init_output_cache():
+    """The output cache's limit at import: FASTNORM_OUTPUT_CACHE (bytes) or the default."""
+    want = os.environ.get("FASTNORM_OUTPUT_CACHE", "").strip()
+    n = OUTPUT_CACHE_DEFAULT
+    if want:
+        try:
+            n = int(want)
+            if n < 0:
+                raise ValueError(want)
+        except ValueError:
+            n = OUTPUT_CACHE_DEFAULT
+            warnings.warn(f"FASTNORM_OUTPUT_CACHE={want!r} ignored: not a byte count >= 0",
+                          RuntimeWarning, stacklevel=3)
+    _kernels.set_output_cache(n)
+
+
 def config():
     """The build and runtime configuration as a dict."""
     from . import __version__
@@ -75,6 +144,7 @@ def config():
         "num_threads": get_num_threads(),
         "simd": _kernels.isa_active(),
         "simd_supported": _kernels.isa_supported(),
+        "output_cache": get_output_cache(),
         "python": sys.version.split()[0],
     }
 
@@ -89,6 +159,8 @@ def show_config(file=None):
         f"  threads:     {c['num_threads']}",
         f"  SIMD:        {c['simd']} (best supported: {c['simd_supported']}; "
         f"FASTNORM_SIMD=baseline|avx2|avx512 forces one)",
+        f"  out. cache:  {c['output_cache'][0] / 2**20:g} MiB, holding "
+        f"{c['output_cache'][1] / 2**20:.1f} MiB (FASTNORM_OUTPUT_CACHE=bytes sets it)",
         f"  Python:      {c['python']}",
     ]
     print("\n".join(lines), file=file or sys.stdout)

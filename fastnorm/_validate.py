@@ -153,8 +153,9 @@ def new_output(shape, dtype):
     made layer_norm float64 (4096, 1024) take 34-35 ms at two threads, against 3.4-3.7 ms
     this way. Smaller outputs are left alone: glibc reuses freed memory for them, already
     faulted, and the extra step made 4 MiB outputs up to 4.6x slower (README, "Fresh
-    outputs")."""
-    a = np.empty(shape, dtype)
+    outputs"). Outputs of 1 MiB and more come from the output cache while it is on
+    (fastnorm.set_output_cache)."""
+    a = _kernels.empty_output(shape, dtype)
     if a.nbytes >= PREFAULT_BYTES and _kernels.get_num_threads() > 1:
         _kernels.prefault(a)
     return a
@@ -186,7 +187,7 @@ def make_out(out, shape, dtype, inputs):
         others = inputs[1:] if out is inputs[0] else inputs
         if not any(a is not None and np.may_share_memory(out, a) for a in others):
             return out
-    return np.empty(shape, dtype)
+    return _kernels.empty_output(shape, dtype)
 
 
 def finish_out(y, out):

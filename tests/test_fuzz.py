@@ -1042,7 +1042,8 @@ def fuzz_examples(request):
 
 def test_every_public_function_is_fuzzed():
     public = {name for name in fn.__all__ if callable(getattr(fn, name))}
-    runtime = {"set_num_threads", "get_num_threads", "show_config"}
+    runtime = {"set_num_threads", "get_num_threads", "set_output_cache", "get_output_cache",
+               "show_config"}
     assert public - runtime == set(BUILDERS)
 
 
