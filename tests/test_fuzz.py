@@ -4,7 +4,8 @@ Every public forward and backward function is called with random shapes (0-d to 
 0 and 1 included), dtypes, memory layouts (transposed, negative strides, stepped, stride-0
 broadcast, byte-swapped, misaligned, nested lists), values (NaN, +-Inf, 1e-30, 1e30, the
 largest magnitudes of the dtype, subnormals, large mean with a small spread), axes, eps,
-momentum, group counts, ``out=`` arrays, parameters, saved statistics and running statistics.
+momentum, group counts, ``out=`` arrays (a backward's: dx, dy itself among them),
+parameters, saved statistics and running statistics.
 
 Each call must either
 
@@ -686,6 +687,8 @@ def build_rows(gen, op, backward):
         return case
     kw = kwargs(axis=axis)
     dy, dyr = shaped(case, xa.shape, "dy")
+    out = case.out_array(dy, xa.shape)  # dx; "x" draws out=dy, in place
+    fkw = kw if out is DEFAULT else {**kw, "out": out}
     fwd_eps = gen.pick((0.0, 1e-5, 1.0))
     if rms:
         (rstd,), (rr,) = saved_stats(
@@ -693,7 +696,7 @@ def build_rows(gen, op, backward):
             lambda: ref.rms_norm(xr, axis=ax, eps=fwd_eps, return_stats=True)[1:],
             [batch_shape], ["rstd"], [True],
         )  # fmt: skip
-        case.call = lambda: fn.rms_norm_backward(dy, x, rstd, w, **kw)
+        case.call = lambda: fn.rms_norm_backward(dy, x, rstd, w, **fkw)
         case.dx_scale = lambda: term_scale(dyr, rr, wr)
         case.ref = lambda: ref.rms_norm_backward(dyr, xr, rr, wr, **kw)
     else:
@@ -702,7 +705,7 @@ def build_rows(gen, op, backward):
             lambda: ref.layer_norm(xr, axis=ax, eps=fwd_eps, return_stats=True)[1:],
             [batch_shape, batch_shape], ["mean", "rstd"], [False, True],
         )  # fmt: skip
-        case.call = lambda: fn.layer_norm_backward(dy, x, mean, rstd, w, **kw)
+        case.call = lambda: fn.layer_norm_backward(dy, x, mean, rstd, w, **fkw)
         case.dx_scale = lambda: term_scale(dyr, rr, wr)
         case.ref = lambda: ref.layer_norm_backward(dyr, xr, mr, rr, wr, **kw)
     return case
@@ -741,7 +744,9 @@ def build_batch_norm(gen, backward):
             [(C,), (C,)], ["mean", "rstd"], [False, True],
         )  # fmt: skip
         kw = kwargs(axis=axis, training=training)
-        case.call = lambda: fn.batch_norm_backward(dy, x, mean, rstd, w, **kw)
+        out = case.out_array(dy, xa.shape)
+        fkw = kw if out is DEFAULT else {**kw, "out": out}
+        case.call = lambda: fn.batch_norm_backward(dy, x, mean, rstd, w, **fkw)
         case.dx_scale = lambda: term_scale(dyr, rr, wr)
         case.ref = lambda: ref.batch_norm_backward(dyr, xr, mr, rr, wr, **kw)
         return case
@@ -857,11 +862,13 @@ def build_group_norm(gen, op, backward):
             case, forward, [stat_shape, stat_shape], ["mean", "rstd"], [False, True]
         )
         case.dx_scale = lambda: term_scale(dyr, rr, wr)
+        out = case.out_array(dy, xa.shape)
+        fkw = kw if out is DEFAULT else {**kw, "out": out}
         if instance:
-            case.call = lambda: fn.instance_norm_backward(dy, x, mean, rstd, w, **kw)
+            case.call = lambda: fn.instance_norm_backward(dy, x, mean, rstd, w, **fkw)
             case.ref = lambda: ref.instance_norm_backward(dyr, xr, mr, rr, wr, **kw)
         else:
-            case.call = lambda: fn.group_norm_backward(dy, x, mean, rstd, G, w, **kw)
+            case.call = lambda: fn.group_norm_backward(dy, x, mean, rstd, G, w, **fkw)
             case.ref = lambda: ref.group_norm_backward(dyr, xr, mr, rr, G, wr, **kw)
         return case
     b, br = shaped(case, (C,), "bias", optional=True)
@@ -915,7 +922,9 @@ def build_l2_normalize(gen, backward):
     norm, nr = shaped(case, norm_shape, "norm", positive=True, values=norm64 if use_norm else None)
     eps = case.eps()
     kw = kwargs(axis=axis, eps=eps)
-    case.call = lambda: fn.l2_normalize_backward(dy, y, norm, **kw)
+    out = case.out_array(dy, ya.shape)
+    fkw = kw if out is DEFAULT else {**kw, "out": out}
+    case.call = lambda: fn.l2_normalize_backward(dy, y, norm, **fkw)
     case.ref = lambda: ref.l2_normalize_backward(dyr, yr, nr, **kw)
     return case
 
@@ -964,7 +973,9 @@ def build_weight_norm(gen, backward):
         [(C,)], ["norm"], [True],
     )  # fmt: skip
     kw = kwargs(axis=axis)
-    case.call = lambda: fn.weight_norm_backward(dw, v, g, norm, **kw)
+    out = case.out_array(dw, va.shape)  # dv
+    fkw = kw if out is DEFAULT else {**kw, "out": out}
+    case.call = lambda: fn.weight_norm_backward(dw, v, g, norm, **fkw)
     case.ref = lambda: ref.weight_norm_backward(dwr, vr, gr, nr, **kw)
     return case
 

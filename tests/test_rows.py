@@ -769,6 +769,29 @@ def test_backward_float32_extreme_magnitudes(rng, op, case, K):
                          err_msg=f"{case}: gradient {i}")
 
 
+@pytest.mark.parametrize(("M", "K"), [(3, 4), (20, 300), (3, 20000), (40, 17000)])
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_backward_float32_parameter_sums_near_the_top(rng, op, M, K):
+    """dbias / dweight of dy near float32's largest values: the exact sums are float32
+    numbers (2.95e38 here), but a float partial sum of the first two rows (4e38) is not.
+    They must come out finite."""
+    x = normal(rng, (M, K), F32, 0.0, 1e15)  # rstd ~ 1e-15: dy * w * rstd stays small
+    dy = np.zeros((M, K), F32)
+    dy[0] = dy[1] = 2e38
+    dy[2] = -1.05e38
+    w = np.full(K, 1e-3, F32)
+    b = normal(rng, (K,), F32) if op is LN else None
+    _, *stats = op.fwd(x, w, b)
+    grads = op.bwd(dy, x, stats, w)
+    expected = op.ref_bwd(dy, x, stats, w)
+    for i, (g, e) in enumerate(zip(grads, expected, strict=True)):
+        ok = np.isfinite(e) & (np.abs(e) < 3.4e38)
+        assert ok.any()
+        assert np.isfinite(g[ok]).all(), f"gradient {i}"
+        assert_close(g[ok], e[ok], F32, scale=np.abs(e[ok]).max(), factor=2.0,
+                     err_msg=f"gradient {i}")
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["stores", "streamed"])
 @pytest.mark.parametrize("K", [64, 1031, 2048, 2053, 4096])
 @pytest.mark.parametrize("op", OPS, ids=str)
