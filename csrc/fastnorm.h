@@ -88,7 +88,7 @@ const char *fn_build_info(void);
  *     of 4 MiB and more get transparent huge pages asked for, as NumPy's do;
  *   fn_cache_set_limit(bytes): the most the cache may hold (0: none; what it holds above
  *     the new limit is freed now); fn_cache_limit, fn_cache_bytes: the limit and what it
- *     holds; fn_cache_clear: free all it holds. */
+ *     holds. */
 #define FN_CACHE_MIN ((int64_t)1 << 20)
 #define FN_CACHE_SLOTS 8
 void *fn_cache_malloc(size_t size);
@@ -96,7 +96,6 @@ void fn_cache_free(void *p, size_t size);
 void fn_cache_set_limit(int64_t bytes);
 int64_t fn_cache_limit(void);
 int64_t fn_cache_bytes(void);
-void fn_cache_clear(void);
 
 /* ---- rows family: layer norm and RMS norm over (M, K) ------------------------------
  *

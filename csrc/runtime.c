@@ -179,15 +179,6 @@ int64_t fn_cache_bytes(void)
     return b;
 }
 
-void fn_cache_clear(void)
-{
-    void *drop[FN_CACHE_SLOTS];
-    fn_cache_lock();
-    const int k = fn_cache_shrink(0, 0, drop);
-    fn_cache_unlock();
-    fn_free_all(drop, k);
-}
-
 #ifdef _OPENMP
 /* omp_get_max_threads() in a fresh thread: the process-wide default (OMP_NUM_THREADS or the
  * number of processors), whatever the importing thread's own setting is at the time (an

@@ -38,7 +38,6 @@ cdef extern from "fastnorm.h" nogil:
     void fn_cache_set_limit(int64_t nbytes)
     int64_t fn_cache_limit()
     int64_t fn_cache_bytes()
-    void fn_cache_clear()
 
     int fn_layer_norm_fwd_f32(const float *x, const float *weight, const float *bias,
                               float *y, float *mean, float *rstd, int64_t M, int64_t K,

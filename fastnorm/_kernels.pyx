@@ -179,10 +179,6 @@ def output_cache_bytes():
     return fn_cache_bytes()
 
 
-def clear_output_cache():
-    fn_cache_clear()
-
-
 def isa_supported():
     return ISA_LEVELS[fn_isa_supported()]
 
