@@ -1554,3 +1554,64 @@ def test_group_norm_batch_equals_samples_bitwise(shape, axis, dtype):
         yi, mi, ri = fn.group_norm(x[i : i + 1], 2, w, b, axis=axis, return_stats=True)
         assert np.array_equal(y[i : i + 1], yi)
         assert np.array_equal(mean[i], mi[0]) and np.array_equal(rstd[i], ri[0])
+
+
+# --------------------------------------------------------------------------- short spans, wide rows
+
+
+def _each_simd_level():
+    from fastnorm import _kernels, _runtime
+
+    levels = _runtime.SIMD_LEVELS
+    return levels[: levels.index(_kernels.isa_supported()) + 1]
+
+
+SHORT_SPAN_CASES = [
+    # channels-first maps under 64 pixels (late CNN stages): group norm's backward and
+    # both passes of instance norm take the per-group path, span tails of 1 to 15
+    ((4, 16, 7, 7), 1, 4),
+    ((3, 12, 5, 3), 1, 3),
+    ((2, 64, 1, 17), 1, 8),
+    ((2, 32, 2, 2), 1, 32),
+    ((5, 8, 3, 11), 1, 1),
+    # channels-last rows over 1024 channels (one vector loop per row)
+    ((2, 3, 3, 1280), -1, 32),
+    ((1, 2, 5, 2056), -1, 8),
+]
+
+
+@pytest.mark.parametrize("case", SHORT_SPAN_CASES, ids=lambda c: f"{c[0]}-axis{c[1]}-G{c[2]}")
+def test_short_spans_and_wide_rows_every_simd_level(case):
+    """Forward and backward of group, instance and batch norm (training and eval) against
+    the float64 reference at every SIMD level the CPU has, on the shapes whose paths use
+    masked tails and the row-at-once channels-last normalization."""
+    from fastnorm import _runtime
+
+    shape, axis, groups = case
+    rng = rng_for("short", shape, axis, groups)
+    c = shape[axis]
+    x = make_x(rng, shape, axis, F32)
+    w, b = make_params(rng, c, F32, "both")
+    dy = rng.standard_normal(shape).astype(F32)
+    x64, w64, b64, dy64 = f64(x), f64(w), f64(b), f64(dy)
+    rm = rng.uniform(-1.0, 1.0, c).astype(F32)
+    rv = rng.uniform(0.5, 2.0, c).astype(F32)
+    original = _runtime._simd_level()
+    try:
+        for level in _each_simd_level():
+            _runtime._simd_level(level)
+            msg = f"simd={level}"
+            for op, g in (("group", groups), ("instance", None), ("batch", None)):
+                y, mean, rstd = forward(fn, op, x, w, b, axis=axis, groups=g, return_stats=True)
+                ey = forward(ref, op, x64, w64, b64, axis=axis, groups=g)
+                assert_close(y, ey, F32, err_msg=f"{op} forward {msg}")
+                got = backward(fn, op, dy, x, mean, rstd, w, axis=axis, groups=g)
+                exp = backward(ref, op, dy64, x64, f64(mean), f64(rstd), w64, axis=axis,
+                               groups=g)
+                for a, e, what in zip(got, exp, ("dx", "dweight", "dbias"), strict=True):
+                    assert_close(a, e, F32, "grad", f"{op} {what} {msg}")
+            y = fn.batch_norm(x, w, b, rm, rv, training=False, axis=axis)
+            ey = ref.batch_norm(x64, w64, b64, f64(rm), f64(rv), training=False, axis=axis)
+            assert_close(y, ey, F32, err_msg=f"batch_norm eval {msg}")
+    finally:
+        _runtime._simd_level(original)
