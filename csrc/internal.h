@@ -223,19 +223,31 @@ static inline void fn_sfence(void)
 #define FN_PRAGMA_OMP(x)
 #endif
 
-/* Outputs of rows and group-norm rows at least this large are written with
- * non-temporal (streaming) stores: ordinary stores first read every line they write.
- * Smaller outputs stay in cache for whoever reads them next. Spans shorter than
- * FN_STREAM_MIN bytes are stored normally (streaming pays on whole lines), except float32
- * rows of the rows family from 256 bytes: consecutive rows are one contiguous output, and
- * they stream straight from the registers (fn_rows_apply_nt, fn_rows_dx_nt). */
-#define FN_STREAM_BYTES ((int64_t)8 << 20)
+/* A call writes its output with non-temporal (streaming) stores when the bytes that
+ * ordinary stores would move through the caches, its footprint, reach fn_stream_bytes:
+ * its inputs, its output, and the output again for the read of each line before it is
+ * written (the read that streaming saves). A streamed output leaves the caches, and the
+ * next op (the next layer, reading it at once) then takes it from memory; below the
+ * threshold the output is still in the last-level cache when it is read next, and
+ * ordinary stores win the pair (docs/performance.md has the measured crossovers). The
+ * default is the last-level cache's size, at most FN_STREAM_BYTES: a large server cache
+ * is shared with the other cores. Spans shorter than FN_STREAM_MIN bytes are stored
+ * normally (streaming pays on whole lines), except float32 rows of the rows family from
+ * 256 bytes: consecutive rows are one contiguous output, and they stream straight from
+ * the registers (fn_rows_apply_nt, fn_rows_dx_nt). */
+#define FN_STREAM_BYTES ((int64_t)32 << 20)
 #define FN_STREAM_MIN 4096
 extern int64_t fn_stream_bytes;
 /* Elements computed into an L1 buffer before being streamed out. */
 #define FN_CHUNK 1024
 
-static inline int fn_stream_ok(int64_t bytes) { return FN_X86 && bytes >= fn_stream_bytes; }
+/* Whether a call whose footprint is `arrays` times its output's `bytes` (inputs, plus 2
+ * for the output and its read for ownership) streams its output. With the inputs alone it
+ * tells whether they are far larger than the caches (when to prefetch further ahead). */
+static inline int fn_stream_ok(int64_t bytes, int arrays)
+{
+    return FN_X86 && bytes * arrays >= fn_stream_bytes;
+}
 
 /* Run CALL, which writes `len` outputs to `out` for output elements j0..j0+len, either
  * once over the whole span (out = dst, j0 = 0, len = n) or, when streaming, chunk by

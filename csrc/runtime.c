@@ -29,7 +29,20 @@ static int fn_omp_default = 0;
 static int fn_isa_level = FN_ISA_BASELINE;
 int64_t fn_stream_bytes = FN_STREAM_BYTES;
 
-void fn_set_stream_bytes(int64_t bytes) { fn_stream_bytes = bytes >= 0 ? bytes : FN_STREAM_BYTES; }
+/* The default streaming threshold (see FN_STREAM_BYTES): the last-level cache's size where
+ * the system says it, at most FN_STREAM_BYTES. */
+static int64_t fn_stream_default(void)
+{
+    int64_t llc = 0;
+#if defined(__linux__) && defined(_SC_LEVEL3_CACHE_SIZE)
+    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0)
+        llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return llc > 0 && llc < FN_STREAM_BYTES ? llc : FN_STREAM_BYTES;
+}
+
+void fn_set_stream_bytes(int64_t bytes) { fn_stream_bytes = bytes >= 0 ? bytes : fn_stream_default(); }
 
 int64_t fn_get_stream_bytes(void) { return fn_stream_bytes; }
 
@@ -207,6 +220,11 @@ static int fn_probe_default(void)
 
 void fn_runtime_init(void)
 {
+    static int stream_set = 0;
+    if (!stream_set) {
+        fn_stream_bytes = fn_stream_default();
+        stream_set = 1;
+    }
 #ifdef FN_HAVE_ATFORK
     pthread_once(&fn_atfork_once, fn_atfork_register);
 #endif

@@ -77,7 +77,9 @@ def build_info():
 
 
 def set_stream_bytes(int64_t nbytes):
-    """Outputs of at least nbytes use streaming stores; -1 restores the default."""
+    """Calls whose footprint (inputs, plus the output twice: its write and the read for
+    ownership) reaches nbytes stream their output; -1 restores the default (the
+    last-level cache size, at most 32 MiB)."""
     fn_set_stream_bytes(nbytes)
 
 
