@@ -37,7 +37,7 @@ step "sdist"
 sdist=$(ls "$work"/sdist/fastnorm-*.tar.gz)
 echo "$sdist"
 tar -tzf "$sdist" >"$work/sdist.txt"
-for f in csrc/fastnorm.h csrc/internal.h csrc/rows.inc csrc/runtime.c fastnorm/_kernels.pyx \
+for f in csrc/fastnorm.h csrc/internal.h csrc/rows_fwd.inc csrc/runtime.c fastnorm/_kernels.pyx \
          fastnorm/_kernels.pxd fastnorm/__init__.pyi fastnorm/py.typed tests/conftest.py; do
     grep -q "^fastnorm-[^/]*/$f\$" "$work/sdist.txt" || { echo "sdist lacks $f"; exit 1; }
 done
