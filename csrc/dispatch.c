@@ -114,3 +114,87 @@ FN_VECTORS_DISPATCH(float, float, f32)
 FN_VECTORS_DISPATCH(double, double, f64)
 FN_VECTORS_DISPATCH(fn_float16, float, f16)
 FN_VECTORS_DISPATCH(fn_bfloat16, float, bf16)
+
+/* The entries with the element type as an argument (fastnorm.h): each passes its void *
+ * arrays on to the kernel of that type, which converts them implicitly. */
+#define FN_BY_DTYPE(name, params, args)                                                    \
+    int fn_##name params                                                                   \
+    {                                                                                      \
+        switch (dtype) {                                                                   \
+        case FN_F32:                                                                       \
+            return fn_##name##_f32 args;                                                   \
+        case FN_F64:                                                                       \
+            return fn_##name##_f64 args;                                                   \
+        case FN_F16:                                                                       \
+            return fn_##name##_f16 args;                                                   \
+        case FN_BF16:                                                                      \
+            return fn_##name##_bf16 args;                                                  \
+        default:                                                                           \
+            return FN_ERR_ARG;                                                             \
+        }                                                                                  \
+    }
+
+FN_BY_DTYPE(layer_norm_fwd,
+            (int dtype, const void *x, const void *w, const void *b, void *y, void *mean,
+             void *rstd, int64_t M, int64_t K, double eps),
+            (x, w, b, y, mean, rstd, M, K, eps))
+FN_BY_DTYPE(layer_norm_bwd,
+            (int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+             const void *w, void *dx, void *dw, void *db, int64_t M, int64_t K),
+            (dy, x, mean, rstd, w, dx, dw, db, M, K))
+FN_BY_DTYPE(rms_norm_fwd,
+            (int dtype, const void *x, const void *w, void *y, void *rstd, int64_t M,
+             int64_t K, double eps),
+            (x, w, y, rstd, M, K, eps))
+FN_BY_DTYPE(rms_norm_bwd,
+            (int dtype, const void *dy, const void *x, const void *rstd, const void *w,
+             void *dx, void *dw, int64_t M, int64_t K),
+            (dy, x, rstd, w, dx, dw, M, K))
+FN_BY_DTYPE(batch_norm_fwd,
+            (int dtype, const void *x, const void *w, const void *b, void *y, void *mean,
+             void *rstd, void *rm, void *rv, int r64, int64_t A, int64_t C, int64_t B,
+             double eps, double mom, int training),
+            (x, w, b, y, mean, rstd, rm, rv, r64, A, C, B, eps, mom, training))
+FN_BY_DTYPE(batch_norm_bwd,
+            (int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+             const void *w, void *dx, void *dw, void *db, int64_t A, int64_t C, int64_t B,
+             int training),
+            (dy, x, mean, rstd, w, dx, dw, db, A, C, B, training))
+FN_BY_DTYPE(group_norm_fwd,
+            (int dtype, const void *x, const void *w, const void *b, void *y, void *mean,
+             void *rstd, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G, double eps),
+            (x, w, b, y, mean, rstd, N, A, C, B, G, eps))
+FN_BY_DTYPE(group_norm_bwd,
+            (int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+             const void *w, void *dx, void *dw, void *db, int64_t N, int64_t A, int64_t C,
+             int64_t B, int64_t G),
+            (dy, x, mean, rstd, w, dx, dw, db, N, A, C, B, G))
+FN_BY_DTYPE(batch_moments,
+            (int dtype, const void *x, double *mean, double *m2, int64_t A, int64_t C,
+             int64_t B),
+            (x, mean, m2, A, C, B))
+FN_BY_DTYPE(batch_norm_bwd_sums,
+            (int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+             double *s1, double *s2, int64_t A, int64_t C, int64_t B),
+            (dy, x, mean, rstd, s1, s2, A, C, B))
+FN_BY_DTYPE(batch_norm_bwd_apply,
+            (int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+             const void *w, const double *s1, const double *s2, double count, void *dx,
+             int64_t A, int64_t C, int64_t B),
+            (dy, x, mean, rstd, w, s1, s2, count, dx, A, C, B))
+FN_BY_DTYPE(l2_normalize_fwd,
+            (int dtype, const void *x, void *y, void *nrm, int64_t N, int64_t A, int64_t C,
+             int64_t B, double eps),
+            (x, y, nrm, N, A, C, B, eps))
+FN_BY_DTYPE(l2_normalize_bwd,
+            (int dtype, const void *dy, const void *y, const void *nrm, void *dx, int64_t N,
+             int64_t A, int64_t C, int64_t B, double eps),
+            (dy, y, nrm, dx, N, A, C, B, eps))
+FN_BY_DTYPE(weight_norm_fwd,
+            (int dtype, const void *v, const void *g, void *w, void *nrm, int64_t A,
+             int64_t C, int64_t B),
+            (v, g, w, nrm, A, C, B))
+FN_BY_DTYPE(weight_norm_bwd,
+            (int dtype, const void *dw, const void *v, const void *g, const void *nrm,
+             void *dv, void *dg, int64_t A, int64_t C, int64_t B),
+            (dw, v, g, nrm, dv, dg, A, C, B))

@@ -64,9 +64,10 @@ int fn_isa_active(void);
 /* Select a level; returns FN_ERR_ARG when it is not supported here. */
 int fn_isa_select(int level);
 const char *fn_isa_name(int level);
-/* Outputs of at least this many bytes are written with streaming (non-temporal) stores
- * on x86-64 (rows kernels and channels-first group/instance norm); a negative value
- * restores the default (8 MiB). Results do not depend on it. */
+/* Calls whose footprint (inputs, plus the output twice: its write and the read for
+ * ownership) reaches this many bytes write their output with streaming (non-temporal)
+ * stores on x86-64; a negative value restores the default (the last-level cache's size,
+ * at most 32 MiB). Results do not depend on it. */
 void fn_set_stream_bytes(int64_t bytes);
 int64_t fn_get_stream_bytes(void);
 /* Fault in the pages of a fresh output of `bytes` bytes at p, writable, from the calling
@@ -204,6 +205,55 @@ FN_VECTORS_DECL(float, float, f32)
 FN_VECTORS_DECL(double, double, f64)
 FN_VECTORS_DECL(fn_float16, float, f16)
 FN_VECTORS_DECL(fn_bfloat16, float, bf16)
+
+/* ---- the kernels with the element type as an argument -------------------------------
+ *
+ * One entry per kernel: `dtype` (FN_F32, FN_F64, FN_F16, FN_BF16) is the type of the
+ * x-shaped arrays, every array is passed as void *, typed as in the kernel of that element
+ * type above (weights, statistics and norms are float for the half types), and the entry
+ * calls that kernel. An unknown dtype returns FN_ERR_ARG. The Python bindings call these.
+ */
+enum { FN_F32 = 0, FN_F64 = 1, FN_F16 = 2, FN_BF16 = 3 };
+
+int fn_layer_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
+                      void *mean, void *rstd, int64_t M, int64_t K, double eps);
+int fn_layer_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
+                      const void *rstd, const void *weight, void *dx, void *dweight,
+                      void *dbias, int64_t M, int64_t K);
+int fn_rms_norm_fwd(int dtype, const void *x, const void *weight, void *y, void *rstd,
+                    int64_t M, int64_t K, double eps);
+int fn_rms_norm_bwd(int dtype, const void *dy, const void *x, const void *rstd,
+                    const void *weight, void *dx, void *dweight, int64_t M, int64_t K);
+int fn_batch_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
+                      void *mean_out, void *rstd_out, void *running_mean, void *running_var,
+                      int running_f64, int64_t A, int64_t C, int64_t B, double eps,
+                      double momentum, int training);
+int fn_batch_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
+                      const void *rstd, const void *weight, void *dx, void *dweight,
+                      void *dbias, int64_t A, int64_t C, int64_t B, int training);
+int fn_group_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
+                      void *mean_out, void *rstd_out, int64_t N, int64_t A, int64_t C,
+                      int64_t B, int64_t G, double eps);
+int fn_group_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
+                      const void *rstd, const void *weight, void *dx, void *dweight,
+                      void *dbias, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G);
+int fn_batch_moments(int dtype, const void *x, double *mean, double *m2, int64_t A, int64_t C,
+                     int64_t B);
+int fn_batch_norm_bwd_sums(int dtype, const void *dy, const void *x, const void *mean,
+                           const void *rstd, double *sum_dy, double *sum_dy_xhat, int64_t A,
+                           int64_t C, int64_t B);
+int fn_batch_norm_bwd_apply(int dtype, const void *dy, const void *x, const void *mean,
+                            const void *rstd, const void *weight, const double *sum_dy,
+                            const double *sum_dy_xhat, double count, void *dx, int64_t A,
+                            int64_t C, int64_t B);
+int fn_l2_normalize_fwd(int dtype, const void *x, void *y, void *norm_out, int64_t N,
+                        int64_t A, int64_t C, int64_t B, double eps);
+int fn_l2_normalize_bwd(int dtype, const void *dy, const void *y, const void *norm, void *dx,
+                        int64_t N, int64_t A, int64_t C, int64_t B, double eps);
+int fn_weight_norm_fwd(int dtype, const void *v, const void *g, void *w, void *norm_out,
+                       int64_t A, int64_t C, int64_t B);
+int fn_weight_norm_bwd(int dtype, const void *dw, const void *v, const void *g,
+                       const void *norm, void *dv, void *dg, int64_t A, int64_t C, int64_t B);
 
 #ifdef __cplusplus
 }

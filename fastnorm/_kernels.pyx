@@ -1,6 +1,7 @@
 """Thin bindings to the C kernels.
 
-Every function here takes arrays that fastnorm._api has already validated: C-contiguous,
+Every kernel wrapper here takes arrays that the public functions (fastnorm._rows, _channels,
+_vectors, _moments, through fastnorm._validate) have already validated: C-contiguous,
 of the kernel's dtype, of consistent sizes, writeable outputs (optional ones may be None).
 They release the GIL around the C call and turn a status code into an exception.
 The *_fast functions at the end are the exception: they take a public function's own
@@ -14,7 +15,7 @@ cnp.import_array()
 fn_runtime_init()
 
 
-ISA_LEVELS = ("baseline", "avx2", "avx512")
+ISA_LEVELS = tuple(fn_isa_name(i).decode() for i in range(FN_ISA_BASELINE, FN_ISA_AVX512 + 1))
 
 
 cdef inline void *_p(object a):
@@ -32,16 +33,16 @@ cdef inline int _check(int status) except -1:
 
 
 cdef inline int _kind(cnp.ndarray x) except -1:
-    """0 float32, 1 float64, 2 float16, 3 bfloat16 (ml_dtypes)."""
+    """The C code of x's element type: FN_F32, FN_F64, FN_F16, FN_BF16 (ml_dtypes)."""
     cdef int t = cnp.PyArray_TYPE(x)
     if t == cnp.NPY_FLOAT32:
-        return 0
+        return FN_F32
     if t == cnp.NPY_FLOAT64:
-        return 1
+        return FN_F64
     if t == cnp.NPY_FLOAT16:
-        return 2
+        return FN_F16
     if x.dtype.name == "bfloat16" and x.dtype.itemsize == 2:
-        return 3
+        return FN_BF16
     raise TypeError(f"fastnorm kernels take float16, bfloat16, float32 or float64, "
                     f"not {x.dtype}")
 
@@ -197,480 +198,232 @@ def isa_select(str name):
                          f"(best available: {isa_supported()!r})")
 
 
-# ---- rows family -------------------------------------------------------------------
+# ---- the kernels ----------------------------------------------------------------------
+#
+# One C entry per kernel, the element type (_kind) as its first argument: each wrapper
+# passes its arrays' data pointers (None: NULL), releases the GIL around the call and
+# turns the status into an exception.
 
 def layer_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
                    object rstd, int64_t M, int64_t K, double eps):
-    cdef int st
-    cdef void *px = cnp.PyArray_DATA(x)
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
     cdef void *pw = _p(weight)
     cdef void *pb = _p(bias)
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *py = _p(y)
     cdef void *pm = _p(mean)
     cdef void *pr = _p(rstd)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_layer_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
-                                       <float *>pm, <float *>pr, M, K, eps)
-    elif kind == 1:
-        with nogil:
-            st = fn_layer_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
-                                       <double *>py, <double *>pm, <double *>pr, M, K, eps)
-    elif kind == 2:
-        with nogil:
-            st = fn_layer_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <float *>pb,
-                                       <fn_float16 *>py, <float *>pm, <float *>pr, M, K,
-                                       eps)
-    else:
-        with nogil:
-            st = fn_layer_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <float *>pb,
-                                        <fn_bfloat16 *>py, <float *>pm, <float *>pr, M, K,
-                                        eps)
+    with nogil:
+        st = fn_layer_norm_fwd(t, px, pw, pb, py, pm, pr, M, K, eps)
     _check(st)
 
 
 def layer_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
                    object weight, cnp.ndarray dx, object dweight, object dbias,
                    int64_t M, int64_t K):
-    cdef int st
-    cdef void *pdy = cnp.PyArray_DATA(dy)
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *pm = cnp.PyArray_DATA(mean)
-    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef int st, t = _kind(x)
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
     cdef void *pw = _p(weight)
-    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdx = _p(dx)
     cdef void *pdw = _p(dweight)
     cdef void *pdb = _p(dbias)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_layer_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
-                                       <float *>pw, <float *>pdx, <float *>pdw,
-                                       <float *>pdb, M, K)
-    elif kind == 1:
-        with nogil:
-            st = fn_layer_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
-                                       <double *>pr, <double *>pw, <double *>pdx,
-                                       <double *>pdw, <double *>pdb, M, K)
-    elif kind == 2:
-        with nogil:
-            st = fn_layer_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pm,
-                                       <float *>pr, <float *>pw, <fn_float16 *>pdx,
-                                       <float *>pdw, <float *>pdb, M, K)
-    else:
-        with nogil:
-            st = fn_layer_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pm,
-                                        <float *>pr, <float *>pw, <fn_bfloat16 *>pdx,
-                                        <float *>pdw, <float *>pdb, M, K)
+    with nogil:
+        st = fn_layer_norm_bwd(t, pdy, px, pm, pr, pw, pdx, pdw, pdb, M, K)
     _check(st)
 
 
 def rms_norm_fwd(cnp.ndarray x, object weight, cnp.ndarray y, object rstd,
                  int64_t M, int64_t K, double eps):
-    cdef int st
-    cdef void *px = cnp.PyArray_DATA(x)
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
     cdef void *pw = _p(weight)
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *py = _p(y)
     cdef void *pr = _p(rstd)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_rms_norm_fwd_f32(<float *>px, <float *>pw, <float *>py, <float *>pr,
-                                     M, K, eps)
-    elif kind == 1:
-        with nogil:
-            st = fn_rms_norm_fwd_f64(<double *>px, <double *>pw, <double *>py,
-                                     <double *>pr, M, K, eps)
-    elif kind == 2:
-        with nogil:
-            st = fn_rms_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <fn_float16 *>py,
-                                     <float *>pr, M, K, eps)
-    else:
-        with nogil:
-            st = fn_rms_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <fn_bfloat16 *>py,
-                                      <float *>pr, M, K, eps)
+    with nogil:
+        st = fn_rms_norm_fwd(t, px, pw, py, pr, M, K, eps)
     _check(st)
 
 
 def rms_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray rstd, object weight,
                  cnp.ndarray dx, object dweight, int64_t M, int64_t K):
-    cdef int st
-    cdef void *pdy = cnp.PyArray_DATA(dy)
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef int st, t = _kind(x)
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pr = _p(rstd)
     cdef void *pw = _p(weight)
-    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdx = _p(dx)
     cdef void *pdw = _p(dweight)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_rms_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pr, <float *>pw,
-                                     <float *>pdx, <float *>pdw, M, K)
-    elif kind == 1:
-        with nogil:
-            st = fn_rms_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pr,
-                                     <double *>pw, <double *>pdx, <double *>pdw, M, K)
-    elif kind == 2:
-        with nogil:
-            st = fn_rms_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pr,
-                                     <float *>pw, <fn_float16 *>pdx, <float *>pdw, M, K)
-    else:
-        with nogil:
-            st = fn_rms_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pr,
-                                      <float *>pw, <fn_bfloat16 *>pdx, <float *>pdw, M, K)
+    with nogil:
+        st = fn_rms_norm_bwd(t, pdy, px, pr, pw, pdx, pdw, M, K)
     _check(st)
 
-
-# ---- channels family ---------------------------------------------------------------
 
 def batch_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
                    object rstd, object running_mean, object running_var, int64_t A,
                    int64_t C, int64_t B, double eps, double momentum, bint training):
     """running_mean / running_var: None or contiguous float32/float64 arrays (both of one
     dtype, which may differ from x's)."""
-    cdef int st
-    cdef void *px = cnp.PyArray_DATA(x)
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
     cdef void *pw = _p(weight)
     cdef void *pb = _p(bias)
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *py = _p(y)
     cdef void *pm = _p(mean)
     cdef void *pr = _p(rstd)
     cdef void *prm = _p(running_mean)
     cdef void *prv = _p(running_var)
     cdef object r = running_var if running_var is not None else running_mean
     cdef int r64 = r is not None and cnp.PyArray_TYPE(<cnp.ndarray>r) == cnp.NPY_FLOAT64
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_batch_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
-                                       <float *>pm, <float *>pr, prm, prv, r64,
-                                       A, C, B, eps, momentum, training)
-    elif kind == 1:
-        with nogil:
-            st = fn_batch_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
-                                       <double *>py, <double *>pm, <double *>pr,
-                                       prm, prv, r64, A, C, B, eps, momentum, training)
-    elif kind == 2:
-        with nogil:
-            st = fn_batch_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <float *>pb,
-                                       <fn_float16 *>py, <float *>pm, <float *>pr, prm,
-                                       prv, r64, A, C, B, eps, momentum, training)
-    else:
-        with nogil:
-            st = fn_batch_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <float *>pb,
-                                        <fn_bfloat16 *>py, <float *>pm, <float *>pr, prm,
-                                        prv, r64, A, C, B, eps, momentum, training)
+    with nogil:
+        st = fn_batch_norm_fwd(t, px, pw, pb, py, pm, pr, prm, prv, r64, A, C, B, eps,
+                               momentum, training)
     _check(st)
 
 
 def batch_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
                    object weight, cnp.ndarray dx, object dweight, object dbias,
                    int64_t A, int64_t C, int64_t B, bint training):
-    cdef int st
-    cdef void *pdy = cnp.PyArray_DATA(dy)
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *pm = cnp.PyArray_DATA(mean)
-    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef int st, t = _kind(x)
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
     cdef void *pw = _p(weight)
-    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdx = _p(dx)
     cdef void *pdw = _p(dweight)
     cdef void *pdb = _p(dbias)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_batch_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
-                                       <float *>pw, <float *>pdx, <float *>pdw,
-                                       <float *>pdb, A, C, B, training)
-    elif kind == 1:
-        with nogil:
-            st = fn_batch_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
-                                       <double *>pr, <double *>pw, <double *>pdx,
-                                       <double *>pdw, <double *>pdb, A, C, B, training)
-    elif kind == 2:
-        with nogil:
-            st = fn_batch_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pm,
-                                       <float *>pr, <float *>pw, <fn_float16 *>pdx,
-                                       <float *>pdw, <float *>pdb, A, C, B, training)
-    else:
-        with nogil:
-            st = fn_batch_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pm,
-                                        <float *>pr, <float *>pw, <fn_bfloat16 *>pdx,
-                                        <float *>pdw, <float *>pdb, A, C, B, training)
+    with nogil:
+        st = fn_batch_norm_bwd(t, pdy, px, pm, pr, pw, pdx, pdw, pdb, A, C, B, training)
     _check(st)
 
 
 def group_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
                    object rstd, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G,
                    double eps):
-    cdef int st
-    cdef void *px = cnp.PyArray_DATA(x)
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
     cdef void *pw = _p(weight)
     cdef void *pb = _p(bias)
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *py = _p(y)
     cdef void *pm = _p(mean)
     cdef void *pr = _p(rstd)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_group_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
-                                       <float *>pm, <float *>pr, N, A, C, B, G, eps)
-    elif kind == 1:
-        with nogil:
-            st = fn_group_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
-                                       <double *>py, <double *>pm, <double *>pr,
-                                       N, A, C, B, G, eps)
-    elif kind == 2:
-        with nogil:
-            st = fn_group_norm_fwd_f16(<fn_float16 *>px, <float *>pw, <float *>pb,
-                                       <fn_float16 *>py, <float *>pm, <float *>pr, N, A, C,
-                                       B, G, eps)
-    else:
-        with nogil:
-            st = fn_group_norm_fwd_bf16(<fn_bfloat16 *>px, <float *>pw, <float *>pb,
-                                        <fn_bfloat16 *>py, <float *>pm, <float *>pr, N, A,
-                                        C, B, G, eps)
+    with nogil:
+        st = fn_group_norm_fwd(t, px, pw, pb, py, pm, pr, N, A, C, B, G, eps)
     _check(st)
 
 
 def group_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
                    object weight, cnp.ndarray dx, object dweight, object dbias,
                    int64_t N, int64_t A, int64_t C, int64_t B, int64_t G):
-    cdef int st
-    cdef void *pdy = cnp.PyArray_DATA(dy)
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *pm = cnp.PyArray_DATA(mean)
-    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef int st, t = _kind(x)
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
     cdef void *pw = _p(weight)
-    cdef void *pdx = cnp.PyArray_DATA(dx)
+    cdef void *pdx = _p(dx)
     cdef void *pdw = _p(dweight)
     cdef void *pdb = _p(dbias)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_group_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
-                                       <float *>pw, <float *>pdx, <float *>pdw,
-                                       <float *>pdb, N, A, C, B, G)
-    elif kind == 1:
-        with nogil:
-            st = fn_group_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
-                                       <double *>pr, <double *>pw, <double *>pdx,
-                                       <double *>pdw, <double *>pdb, N, A, C, B, G)
-    elif kind == 2:
-        with nogil:
-            st = fn_group_norm_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>px, <float *>pm,
-                                       <float *>pr, <float *>pw, <fn_float16 *>pdx,
-                                       <float *>pdw, <float *>pdb, N, A, C, B, G)
-    else:
-        with nogil:
-            st = fn_group_norm_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px, <float *>pm,
-                                        <float *>pr, <float *>pw, <fn_bfloat16 *>pdx,
-                                        <float *>pdw, <float *>pdb, N, A, C, B, G)
+    with nogil:
+        st = fn_group_norm_bwd(t, pdy, px, pm, pr, pw, pdx, pdw, pdb, N, A, C, B, G)
     _check(st)
 
 
-# ---- vectors family ----------------------------------------------------------------
-
 def l2_normalize_fwd(cnp.ndarray x, cnp.ndarray y, object norm, int64_t N, int64_t A,
                      int64_t C, int64_t B, double eps):
-    cdef int st
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
+    cdef void *py = _p(y)
     cdef void *pn = _p(norm)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_l2_normalize_fwd_f32(<float *>px, <float *>py, <float *>pn, N, A, C, B,
-                                         eps)
-    elif kind == 1:
-        with nogil:
-            st = fn_l2_normalize_fwd_f64(<double *>px, <double *>py, <double *>pn, N, A, C,
-                                         B, eps)
-    elif kind == 2:
-        with nogil:
-            st = fn_l2_normalize_fwd_f16(<fn_float16 *>px, <fn_float16 *>py, <float *>pn,
-                                         N, A, C, B, eps)
-    else:
-        with nogil:
-            st = fn_l2_normalize_fwd_bf16(<fn_bfloat16 *>px, <fn_bfloat16 *>py,
-                                          <float *>pn, N, A, C, B, eps)
+    with nogil:
+        st = fn_l2_normalize_fwd(t, px, py, pn, N, A, C, B, eps)
     _check(st)
 
 
 def l2_normalize_bwd(cnp.ndarray dy, cnp.ndarray y, cnp.ndarray norm, cnp.ndarray dx,
                      int64_t N, int64_t A, int64_t C, int64_t B, double eps):
-    cdef int st
-    cdef void *pdy = cnp.PyArray_DATA(dy)
-    cdef void *py = cnp.PyArray_DATA(y)
-    cdef void *pn = cnp.PyArray_DATA(norm)
-    cdef void *pdx = cnp.PyArray_DATA(dx)
-    cdef int kind = _kind(y)
-    if kind == 0:
-        with nogil:
-            st = fn_l2_normalize_bwd_f32(<float *>pdy, <float *>py, <float *>pn,
-                                         <float *>pdx, N, A, C, B, eps)
-    elif kind == 1:
-        with nogil:
-            st = fn_l2_normalize_bwd_f64(<double *>pdy, <double *>py, <double *>pn,
-                                         <double *>pdx, N, A, C, B, eps)
-    elif kind == 2:
-        with nogil:
-            st = fn_l2_normalize_bwd_f16(<fn_float16 *>pdy, <fn_float16 *>py, <float *>pn,
-                                         <fn_float16 *>pdx, N, A, C, B, eps)
-    else:
-        with nogil:
-            st = fn_l2_normalize_bwd_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>py,
-                                          <float *>pn, <fn_bfloat16 *>pdx, N, A, C, B, eps)
+    cdef int st, t = _kind(y)
+    cdef void *pdy = _p(dy)
+    cdef void *py = _p(y)
+    cdef void *pn = _p(norm)
+    cdef void *pdx = _p(dx)
+    with nogil:
+        st = fn_l2_normalize_bwd(t, pdy, py, pn, pdx, N, A, C, B, eps)
     _check(st)
 
 
 def weight_norm_fwd(cnp.ndarray v, cnp.ndarray g, cnp.ndarray w, object norm, int64_t A,
                     int64_t C, int64_t B):
-    cdef int st
-    cdef void *pv = cnp.PyArray_DATA(v)
-    cdef void *pg = cnp.PyArray_DATA(g)
-    cdef void *pw = cnp.PyArray_DATA(w)
+    cdef int st, t = _kind(v)
+    cdef void *pv = _p(v)
+    cdef void *pg = _p(g)
+    cdef void *pw = _p(w)
     cdef void *pn = _p(norm)
-    cdef int kind = _kind(v)
-    if kind == 0:
-        with nogil:
-            st = fn_weight_norm_fwd_f32(<float *>pv, <float *>pg, <float *>pw, <float *>pn,
-                                        A, C, B)
-    elif kind == 1:
-        with nogil:
-            st = fn_weight_norm_fwd_f64(<double *>pv, <double *>pg, <double *>pw,
-                                        <double *>pn, A, C, B)
-    elif kind == 2:
-        with nogil:
-            st = fn_weight_norm_fwd_f16(<fn_float16 *>pv, <float *>pg, <fn_float16 *>pw,
-                                        <float *>pn, A, C, B)
-    else:
-        with nogil:
-            st = fn_weight_norm_fwd_bf16(<fn_bfloat16 *>pv, <float *>pg, <fn_bfloat16 *>pw,
-                                         <float *>pn, A, C, B)
+    with nogil:
+        st = fn_weight_norm_fwd(t, pv, pg, pw, pn, A, C, B)
     _check(st)
 
 
 def weight_norm_bwd(cnp.ndarray dw, cnp.ndarray v, cnp.ndarray g, cnp.ndarray norm,
                     cnp.ndarray dv, cnp.ndarray dg, int64_t A, int64_t C, int64_t B):
-    cdef int st
-    cdef void *pdw = cnp.PyArray_DATA(dw)
-    cdef void *pv = cnp.PyArray_DATA(v)
-    cdef void *pg = cnp.PyArray_DATA(g)
-    cdef void *pn = cnp.PyArray_DATA(norm)
-    cdef void *pdv = cnp.PyArray_DATA(dv)
-    cdef void *pdg = cnp.PyArray_DATA(dg)
-    cdef int kind = _kind(v)
-    if kind == 0:
-        with nogil:
-            st = fn_weight_norm_bwd_f32(<float *>pdw, <float *>pv, <float *>pg, <float *>pn,
-                                        <float *>pdv, <float *>pdg, A, C, B)
-    elif kind == 1:
-        with nogil:
-            st = fn_weight_norm_bwd_f64(<double *>pdw, <double *>pv, <double *>pg,
-                                        <double *>pn, <double *>pdv, <double *>pdg, A, C, B)
-    elif kind == 2:
-        with nogil:
-            st = fn_weight_norm_bwd_f16(<fn_float16 *>pdw, <fn_float16 *>pv, <float *>pg,
-                                        <float *>pn, <fn_float16 *>pdv, <float *>pdg, A, C,
-                                        B)
-    else:
-        with nogil:
-            st = fn_weight_norm_bwd_bf16(<fn_bfloat16 *>pdw, <fn_bfloat16 *>pv,
-                                         <float *>pg, <float *>pn, <fn_bfloat16 *>pdv,
-                                         <float *>pdg, A, C, B)
+    cdef int st, t = _kind(v)
+    cdef void *pdw = _p(dw)
+    cdef void *pv = _p(v)
+    cdef void *pg = _p(g)
+    cdef void *pn = _p(norm)
+    cdef void *pdv = _p(dv)
+    cdef void *pdg = _p(dg)
+    with nogil:
+        st = fn_weight_norm_bwd(t, pdw, pv, pg, pn, pdv, pdg, A, C, B)
     _check(st)
 
 
-# ---- mergeable batch norm statistics (synchronized batch norm) ---------------------
+# mergeable batch norm statistics (synchronized batch norm); the double arrays are
+# contiguous float64 of C entries
 
 def batch_moments(cnp.ndarray x, cnp.ndarray mean, cnp.ndarray m2, int64_t A, int64_t C,
                   int64_t B):
-    """mean, m2: contiguous float64 arrays of C entries."""
-    cdef int st
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef double *pm = <double *>cnp.PyArray_DATA(mean)
-    cdef double *pm2 = <double *>cnp.PyArray_DATA(m2)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_batch_moments_f32(<float *>px, pm, pm2, A, C, B)
-    elif kind == 1:
-        with nogil:
-            st = fn_batch_moments_f64(<double *>px, pm, pm2, A, C, B)
-    elif kind == 2:
-        with nogil:
-            st = fn_batch_moments_f16(<fn_float16 *>px, pm, pm2, A, C, B)
-    else:
-        with nogil:
-            st = fn_batch_moments_bf16(<fn_bfloat16 *>px, pm, pm2, A, C, B)
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
+    cdef double *pm = <double *>_p(mean)
+    cdef double *pm2 = <double *>_p(m2)
+    with nogil:
+        st = fn_batch_moments(t, px, pm, pm2, A, C, B)
     _check(st)
 
 
 def batch_norm_bwd_sums(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
                         cnp.ndarray sum_dy, cnp.ndarray sum_dy_xhat, int64_t A, int64_t C,
                         int64_t B):
-    """sum_dy, sum_dy_xhat: contiguous float64 arrays of C entries."""
-    cdef int st
-    cdef void *pdy = cnp.PyArray_DATA(dy)
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *pm = cnp.PyArray_DATA(mean)
-    cdef void *pr = cnp.PyArray_DATA(rstd)
-    cdef double *ps1 = <double *>cnp.PyArray_DATA(sum_dy)
-    cdef double *ps2 = <double *>cnp.PyArray_DATA(sum_dy_xhat)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_batch_norm_bwd_sums_f32(<float *>pdy, <float *>px, <float *>pm,
-                                            <float *>pr, ps1, ps2, A, C, B)
-    elif kind == 1:
-        with nogil:
-            st = fn_batch_norm_bwd_sums_f64(<double *>pdy, <double *>px, <double *>pm,
-                                            <double *>pr, ps1, ps2, A, C, B)
-    elif kind == 2:
-        with nogil:
-            st = fn_batch_norm_bwd_sums_f16(<fn_float16 *>pdy, <fn_float16 *>px,
-                                            <float *>pm, <float *>pr, ps1, ps2, A, C, B)
-    else:
-        with nogil:
-            st = fn_batch_norm_bwd_sums_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px,
-                                             <float *>pm, <float *>pr, ps1, ps2, A, C, B)
+    cdef int st, t = _kind(x)
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    cdef double *ps1 = <double *>_p(sum_dy)
+    cdef double *ps2 = <double *>_p(sum_dy_xhat)
+    with nogil:
+        st = fn_batch_norm_bwd_sums(t, pdy, px, pm, pr, ps1, ps2, A, C, B)
     _check(st)
 
 
 def batch_norm_bwd_apply(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray rstd,
                          object weight, cnp.ndarray sum_dy, cnp.ndarray sum_dy_xhat,
                          double count, cnp.ndarray dx, int64_t A, int64_t C, int64_t B):
-    cdef int st
-    cdef void *pdy = cnp.PyArray_DATA(dy)
-    cdef void *px = cnp.PyArray_DATA(x)
-    cdef void *pm = cnp.PyArray_DATA(mean)
-    cdef void *pr = cnp.PyArray_DATA(rstd)
+    cdef int st, t = _kind(x)
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
     cdef void *pw = _p(weight)
-    cdef const double *ps1 = <double *>cnp.PyArray_DATA(sum_dy)
-    cdef const double *ps2 = <double *>cnp.PyArray_DATA(sum_dy_xhat)
-    cdef void *pdx = cnp.PyArray_DATA(dx)
-    cdef int kind = _kind(x)
-    if kind == 0:
-        with nogil:
-            st = fn_batch_norm_bwd_apply_f32(<float *>pdy, <float *>px, <float *>pm,
-                                             <float *>pr, <float *>pw, ps1, ps2, count,
-                                             <float *>pdx, A, C, B)
-    elif kind == 1:
-        with nogil:
-            st = fn_batch_norm_bwd_apply_f64(<double *>pdy, <double *>px, <double *>pm,
-                                             <double *>pr, <double *>pw, ps1, ps2, count,
-                                             <double *>pdx, A, C, B)
-    elif kind == 2:
-        with nogil:
-            st = fn_batch_norm_bwd_apply_f16(<fn_float16 *>pdy, <fn_float16 *>px,
-                                             <float *>pm, <float *>pr, <float *>pw, ps1,
-                                             ps2, count, <fn_float16 *>pdx, A, C, B)
-    else:
-        with nogil:
-            st = fn_batch_norm_bwd_apply_bf16(<fn_bfloat16 *>pdy, <fn_bfloat16 *>px,
-                                              <float *>pm, <float *>pr, <float *>pw, ps1,
-                                              ps2, count, <fn_bfloat16 *>pdx, A, C, B)
+    cdef const double *ps1 = <double *>_p(sum_dy)
+    cdef const double *ps2 = <double *>_p(sum_dy_xhat)
+    cdef void *pdx = _p(dx)
+    with nogil:
+        st = fn_batch_norm_bwd_apply(t, pdy, px, pm, pr, pw, ps1, ps2, count, pdx, A, C, B)
     _check(st)
 
 
@@ -694,7 +447,7 @@ cdef object _F64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
 
 
 cdef inline int _fast_kind(object a):
-    """0 (float32) or 1 (float64) for an array the kernels can read in place, else -1."""
+    """FN_F32 or FN_F64 for an array the kernels can read in place, else -1."""
     if type(a) is not cnp.ndarray:
         return -1
     if not cnp.PyArray_CHKFLAGS(<cnp.ndarray>a,
@@ -702,9 +455,9 @@ cdef inline int _fast_kind(object a):
         return -1
     cdef object d = <object>cnp.PyArray_DESCR(<cnp.ndarray>a)
     if d is _F32:
-        return 0
+        return FN_F32
     if d is _F64:
-        return 1
+        return FN_F64
     return -1
 
 
@@ -769,7 +522,7 @@ cdef inline int64_t _prod(cnp.npy_intp *dims, int n):
 
 
 cdef inline object _empty(int nd, cnp.npy_intp *dims, int kind):
-    return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT64 if kind else cnp.NPY_FLOAT32, 0)
+    return cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT64 if kind == FN_F64 else cnp.NPY_FLOAT32, 0)
 
 
 # Fresh outputs from this size on are faulted in by the calling thread before a
@@ -798,7 +551,7 @@ cdef inline object _empty_out(int nd, cnp.npy_intp *dims, int kind):
 
 
 cdef inline int _fast_writeable(object r, int nd, cnp.npy_intp *dims):
-    """0 / 1 (float32 / float64) for an array a kernel may write in place, of shape
+    """FN_F32 / FN_F64 for an array a kernel may write in place, of shape
     dims[:nd] and writeable (an out, a running statistic, whose dtype may differ from
     x's); -1 otherwise."""
     cdef int kind = _fast_kind(r)
@@ -869,14 +622,8 @@ def layer_norm_fast(x, weight, bias, axis, eps, return_stats, out=None):
     cdef void *pm = _p(mean)
     cdef void *pr = _p(rstd)
     cdef int st
-    if kind == 0:
-        with nogil:
-            st = fn_layer_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
-                                       <float *>pm, <float *>pr, M, K, e)
-    else:
-        with nogil:
-            st = fn_layer_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
-                                       <double *>py, <double *>pm, <double *>pr, M, K, e)
+    with nogil:
+        st = fn_layer_norm_fwd(kind, px, pw, pb, py, pm, pr, M, K, e)
     _check(st)
     return (y, mean, rstd) if stats else y
 
@@ -906,14 +653,8 @@ def rms_norm_fast(x, weight, axis, eps, return_stats, out=None):
     cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
     cdef void *pr = _p(rstd)
     cdef int st
-    if kind == 0:
-        with nogil:
-            st = fn_rms_norm_fwd_f32(<float *>px, <float *>pw, <float *>py, <float *>pr,
-                                     M, K, e)
-    else:
-        with nogil:
-            st = fn_rms_norm_fwd_f64(<double *>px, <double *>pw, <double *>py,
-                                     <double *>pr, M, K, e)
+    with nogil:
+        st = fn_rms_norm_fwd(kind, px, pw, py, pr, M, K, e)
     _check(st)
     return (y, rstd) if stats else y
 
@@ -950,16 +691,8 @@ def layer_norm_bwd_fast(dy, x, mean, rstd, weight, axis, out=None):
     cdef void *pdw = _p(dweight)
     cdef void *pdb = cnp.PyArray_DATA(<cnp.ndarray>dbias)
     cdef int st
-    if kind == 0:
-        with nogil:
-            st = fn_layer_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pm, <float *>pr,
-                                       <float *>pw, <float *>pdx, <float *>pdw,
-                                       <float *>pdb, M, K)
-    else:
-        with nogil:
-            st = fn_layer_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pm,
-                                       <double *>pr, <double *>pw, <double *>pdx,
-                                       <double *>pdw, <double *>pdb, M, K)
+    with nogil:
+        st = fn_layer_norm_bwd(kind, pdy, px, pm, pr, pw, pdx, pdw, pdb, M, K)
     _check(st)
     return dx, dweight, dbias
 
@@ -992,14 +725,8 @@ def rms_norm_bwd_fast(dy, x, rstd, weight, axis, out=None):
     cdef void *pdx = cnp.PyArray_DATA(<cnp.ndarray>dx)
     cdef void *pdw = _p(dweight)
     cdef int st
-    if kind == 0:
-        with nogil:
-            st = fn_rms_norm_bwd_f32(<float *>pdy, <float *>px, <float *>pr, <float *>pw,
-                                     <float *>pdx, <float *>pdw, M, K)
-    else:
-        with nogil:
-            st = fn_rms_norm_bwd_f64(<double *>pdy, <double *>px, <double *>pr,
-                                     <double *>pw, <double *>pdx, <double *>pdw, M, K)
+    with nogil:
+        st = fn_rms_norm_bwd(kind, pdy, px, pr, pw, pdx, pdw, M, K)
     _check(st)
     return dx, dweight
 
@@ -1053,17 +780,10 @@ def batch_norm_fast(x, weight, bias, running_mean, running_var, training, moment
     cdef void *pr = _p(rstd)
     cdef void *prm = _p(running_mean)
     cdef void *prv = _p(running_var)
-    cdef int r64 = rk == 1
+    cdef int r64 = rk == FN_F64
     cdef int st
-    if kind == 0:
-        with nogil:
-            st = fn_batch_norm_fwd_f32(<float *>px, <float *>pw, <float *>pb, <float *>py,
-                                       <float *>pm, <float *>pr, prm, prv, r64,
-                                       A, C, B, e, m, train)
-    else:
-        with nogil:
-            st = fn_batch_norm_fwd_f64(<double *>px, <double *>pw, <double *>pb,
-                                       <double *>py, <double *>pm, <double *>pr,
-                                       prm, prv, r64, A, C, B, e, m, train)
+    with nogil:
+        st = fn_batch_norm_fwd(kind, px, pw, pb, py, pm, pr, prm, prv, r64, A, C, B, e, m,
+                               train)
     _check(st)
     return (y, mean, rstd) if stats else y
