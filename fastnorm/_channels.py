@@ -9,6 +9,7 @@ from ._validate import (
     as_like,
     as_param,
     check_eps,
+    check_momentum,
     contiguous,
     finish_out,
     make_out,
@@ -59,18 +60,6 @@ def _check_groups(num_groups, C):
     return G
 
 
-def _check_momentum(momentum):
-    if type(momentum) is float and 0.0 <= momentum <= 1.0:  # the common case, fast
-        return momentum
-    try:
-        m = float(momentum)
-    except (TypeError, ValueError):
-        raise TypeError(f"momentum must be a real number, got {momentum!r}") from None
-    if not 0.0 <= m <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-    return m
-
-
 def _running(r, name, C):
     """A running statistic, updated in place by the kernel: a writeable, contiguous,
     aligned, native float32/float64 ndarray of shape (C,). Its dtype may differ from x's."""
@@ -97,7 +86,7 @@ def _bn_args(x, weight, bias, running_mean, running_var, axis, eps, momentum):
     x = as_input(x)
     A, C, B = _bn_layout(x, axis)
     eps = check_eps(eps)
-    momentum = _check_momentum(momentum)
+    momentum = check_momentum(momentum)
     sdtype = stat_dtype(x.dtype)
     weight = as_param(weight, "weight", (C,), sdtype)
     bias = as_param(bias, "bias", (C,), sdtype)

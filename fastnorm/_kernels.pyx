@@ -493,14 +493,40 @@ cdef inline int _fast_axis(object axis, int nd):
     return <int>a
 
 
-cdef inline int _fast_real(object v, double lo, double hi, bint hi_open, double *res):
-    """1 with *res set when `v` is a Python float in [lo, hi] ([lo, hi) if hi_open)."""
-    if type(v) is not float:
+# The ranges of the scalar arguments: the one definition, used by the fast path here and
+# by fastnorm._validate's checks (eps_ok, momentum_ok).
+
+cdef inline bint _eps_ok(double e) noexcept:
+    """eps: finite and >= 0 (NaN fails)."""
+    return e >= 0.0 and e < INFINITY
+
+
+cdef inline bint _momentum_ok(double m) noexcept:
+    """momentum: in [0, 1] (NaN fails)."""
+    return m >= 0.0 and m <= 1.0
+
+
+def eps_ok(double e):
+    return _eps_ok(e)
+
+
+def momentum_ok(double m):
+    return _momentum_ok(m)
+
+
+cdef inline int _fast_eps(object v, double *res):
+    """1 with *res set when `v` is a Python float that is a valid eps."""
+    if type(v) is not float or not _eps_ok(<double>v):
         return 0
-    cdef double d = <double>v
-    if not (d >= lo) or d > hi or (hi_open and d == hi):
+    res[0] = <double>v
+    return 1
+
+
+cdef inline int _fast_momentum(object v, double *res):
+    """1 with *res set when `v` is a Python float that is a valid momentum."""
+    if type(v) is not float or not _momentum_ok(<double>v):
         return 0
-    res[0] = d
+    res[0] = <double>v
     return 1
 
 
@@ -602,7 +628,7 @@ def layer_norm_fast(x, weight, bias, axis, eps, return_stats, out=None):
     cdef int ax = _fast_axis(axis, nd)
     cdef int stats = _fast_flag(return_stats)
     cdef double e = 0.0
-    if ax < 0 or stats < 0 or not _fast_real(eps, 0.0, INFINITY, True, &e):
+    if ax < 0 or stats < 0 or not _fast_eps(eps, &e):
         return None
     cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
     if M * K == 0:
@@ -639,7 +665,7 @@ def rms_norm_fast(x, weight, axis, eps, return_stats, out=None):
     cdef int ax = _fast_axis(axis, nd)
     cdef int stats = _fast_flag(return_stats)
     cdef double e = 0.0
-    if ax < 0 or stats < 0 or not _fast_real(eps, 0.0, INFINITY, True, &e):
+    if ax < 0 or stats < 0 or not _fast_eps(eps, &e):
         return None
     cdef int64_t M = _prod(dims, ax), K = _prod(dims + ax, nd - ax)
     if M * K == 0 or not _fast_param(weight, kind, nd - ax, dims + ax):
@@ -747,8 +773,8 @@ def batch_norm_fast(x, weight, bias, running_mean, running_var, training, moment
     cdef int train = _fast_flag(training)
     cdef int stats = _fast_flag(return_stats)
     cdef double e = 0.0, m = 0.0
-    if (ax < 0 or train < 0 or stats < 0 or not _fast_real(eps, 0.0, INFINITY, True, &e)
-            or not _fast_real(momentum, 0.0, 1.0, False, &m)):
+    if (ax < 0 or train < 0 or stats < 0 or not _fast_eps(eps, &e)
+            or not _fast_momentum(momentum, &m)):
         return None
     cdef int64_t A = _prod(dims, ax), C = dims[ax], B = _prod(dims + ax + 1, nd - ax - 1)
     if A * B == 0 or C == 0 or (train and A * B == 1):

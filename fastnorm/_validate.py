@@ -36,6 +36,7 @@ __all__ = [
     "as_like",
     "as_param",
     "check_eps",
+    "check_momentum",
     "is_half",
     "stat_dtype",
     "contiguous",
@@ -118,16 +119,27 @@ def as_like(a, name, shape, dtype):
     return contiguous(a)
 
 
-def check_eps(eps):
-    if type(eps) is float and 0.0 <= eps < math.inf:  # the common case, fast
-        return eps
+def _real(v, name):
     try:
-        e = float(eps)
+        return float(v)
     except (TypeError, ValueError):
-        raise TypeError(f"eps must be a real number, got {eps!r}") from None
-    if not (e >= 0.0) or math.isinf(e):
+        raise TypeError(f"{name} must be a real number, got {v!r}") from None
+
+
+# The ranges themselves are defined once, in C (_kernels.eps_ok / momentum_ok), where the
+# fast path applies them too.
+def check_eps(eps):
+    e = _real(eps, "eps")
+    if not _kernels.eps_ok(e):
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return e
+
+
+def check_momentum(momentum):
+    m = _real(momentum, "momentum")
+    if not _kernels.momentum_ok(m):
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    return m
 
 
 def normalize_axis(axis, ndim, name="axis"):

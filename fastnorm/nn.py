@@ -351,7 +351,7 @@ class BatchNorm(_Affine):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, *, axis=1, dtype=np.float32):
         self.num_features = _positive_int(num_features, "num_features")
-        _channels._check_momentum(momentum)
+        _validate.check_momentum(momentum)
         self.eps, self.momentum, self.axis = eps, momentum, operator.index(axis)
         super().__init__((self.num_features,), affine, True, dtype)
         if track_running_stats:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastnorm as fn
-from fastnorm import _kernels
+from fastnorm import _kernels, _validate
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 FAST = ("layer_norm_fast", "rms_norm_fast", "layer_norm_bwd_fast", "rms_norm_bwd_fast",
@@ -454,3 +454,34 @@ def test_errors_come_from_the_full_path(rng):
     with pytest.raises(ValueError, match="momentum"):
         fn.batch_norm(x, running_mean=rm, running_var=rv, axis=-1, momentum=2.0)
     assert not rm.any() and (rv == 1).all()
+
+
+@pytest.mark.parametrize("eps", [0.0, 5e-324, 1.7976931348623157e308, -0.0, -5e-324,
+                                 float("inf"), float("nan")])
+def test_eps_rule_is_the_same_on_both_paths(rng, eps):
+    """The fast path accepts exactly the eps values the full checks accept."""
+    x = rng.standard_normal((3, 8)).astype(np.float32)
+    accepted = _kernels.layer_norm_fast(x, None, None, -1, eps, False) is not None
+    try:
+        _validate.check_eps(np.float64(eps))  # not a Python float: the full checks
+        valid = True
+    except ValueError:
+        valid = False
+    assert accepted == valid
+    assert valid == (eps >= 0.0 and eps != float("inf"))
+
+
+@pytest.mark.parametrize("m", [0.0, -0.0, 1.0, np.nextafter(1.0, 2.0), -5e-324, 0.5,
+                               float("nan"), float("inf")])
+def test_momentum_rule_is_the_same_on_both_paths(rng, m):
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    accepted = _kernels.batch_norm_fast(x, None, None, rm, rv, True, float(m), 1e-5, 1,
+                                        False) is not None
+    try:
+        _validate.check_momentum(np.float64(m))
+        valid = True
+    except ValueError:
+        valid = False
+    assert accepted == valid
+    assert valid == (0.0 <= m <= 1.0)
