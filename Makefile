@@ -17,9 +17,10 @@ bench: build     ## quick table: fastnorm vs reference vs PyTorch
 bench-full: build  ## pytest-benchmark over every op and shape
 	$(PYTHON) -m pytest bench --benchmark-only
 
-lint:            ## ruff for Python, clang-format check for C
-	$(PYTHON) -m ruff check fastnorm tests bench setup.py
-	clang-format --dry-run --Werror csrc/*.c csrc/*.h
+lint:            ## ruff (Python), cython-lint (bindings), clang-format (every C file)
+	$(PYTHON) -m ruff check fastnorm tests bench tools examples setup.py
+	cython-lint --max-line-length 100 fastnorm/_kernels.pyx fastnorm/_kernels.pxd
+	clang-format --dry-run --Werror csrc/*.c csrc/*.h csrc/*.inc tools/*.c tools/*.h
 
 sanitize:        ## ASan+UBSan build in a temporary copy; tests and leak check under it
 	PYTHON=$(PYTHON) bash tools/sanitize.sh

@@ -65,6 +65,9 @@ def build_flags():
     ldflags = []
     if compiles(["-fopenmp-simd"], "int main(void){return 0;}"):
         cflags.append("-fopenmp-simd")
+    # A kernel calling a function not yet declared (a source included out of order) fails.
+    if compiles(["-Werror=implicit-function-declaration"], "int main(void){return 0;}"):
+        cflags.append("-Werror=implicit-function-declaration")
     # The 64-byte vector types live in static inline functions only: no ABI is crossed.
     if compiles(["-Wno-psabi", "-Werror"], "int main(void){return 0;}"):
         cflags.append("-Wno-psabi")

@@ -105,16 +105,16 @@ int64_t fn_cache_bytes(void);
  * mean/rstd have M entries and may be NULL in the forward pass. y may equal x.
  * Backward: dweight/dbias may be NULL (not computed).
  */
-#define FN_ROWS_DECL(T, P, SFX)                                                            \
-    int fn_layer_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y, P *mean,  \
-                                P *rstd, int64_t M, int64_t K, double eps);                 \
-    int fn_layer_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,      \
-                                const P *weight, T *dx, P *dweight, P *dbias, int64_t M,    \
-                                int64_t K);                                                 \
-    int fn_rms_norm_fwd_##SFX(const T *x, const P *weight, T *y, P *rstd, int64_t M,        \
-                              int64_t K, double eps);                                       \
-    int fn_rms_norm_bwd_##SFX(const T *dy, const T *x, const P *rstd, const P *weight,      \
-                              T *dx, P *dweight, int64_t M, int64_t K);
+#define FN_ROWS_DECL(T, P, SFX)                                                                    \
+    int fn_layer_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y, P *mean,         \
+                                P *rstd, int64_t M, int64_t K, double eps);                        \
+    int fn_layer_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,             \
+                                const P *weight, T *dx, P *dweight, P *dbias, int64_t M,           \
+                                int64_t K);                                                        \
+    int fn_rms_norm_fwd_##SFX(const T *x, const P *weight, T *y, P *rstd, int64_t M, int64_t K,    \
+                              double eps);                                                         \
+    int fn_rms_norm_bwd_##SFX(const T *dy, const T *x, const P *rstd, const P *weight, T *dx,      \
+                              P *dweight, int64_t M, int64_t K);
 
 FN_ROWS_DECL(float, float, f32)
 FN_ROWS_DECL(double, double, f64)
@@ -131,24 +131,24 @@ FN_ROWS_DECL(fn_bfloat16, float, bf16)
  *   in place: r = (1 - momentum) * r + momentum * batch value (the unbiased variance for
  *   running_var), computed in double; the running arrays are double when running_f64 is
  *   set, float otherwise, whatever the type of x. training = 0 normalizes with the
- *   running statistics (running_var required; running_mean NULL means zeros). mean_out / rstd_out (C entries) may be NULL.
- *   The backward with training = 0 treats the statistics as constants.
+ *   running statistics (running_var required; running_mean NULL means zeros). mean_out / rstd_out
+ * (C entries) may be NULL. The backward with training = 0 treats the statistics as constants.
  * group_norm: x is (N, A, C, B) with N the batch; statistics per (n, group) over A x
  *   (C / G) x B, G dividing C; mean / rstd have N * G entries. Instance norm is G = C.
  */
-#define FN_CHANNELS_DECL(T, P, SFX)                                                        \
-    int fn_batch_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y,          \
-                                P *mean_out, P *rstd_out, void *running_mean,              \
-                                void *running_var, int running_f64, int64_t A, int64_t C,  \
-                                int64_t B, double eps, double momentum, int training);     \
-    int fn_batch_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,     \
-                                const P *weight, T *dx, P *dweight, P *dbias, int64_t A,   \
-                                int64_t C, int64_t B, int training);                       \
-    int fn_group_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y,          \
-                                P *mean_out, P *rstd_out, int64_t N, int64_t A, int64_t C, \
-                                int64_t B, int64_t G, double eps);                         \
-    int fn_group_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,     \
-                                const P *weight, T *dx, P *dweight, P *dbias, int64_t N,   \
+#define FN_CHANNELS_DECL(T, P, SFX)                                                                \
+    int fn_batch_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y, P *mean_out,     \
+                                P *rstd_out, void *running_mean, void *running_var,                \
+                                int running_f64, int64_t A, int64_t C, int64_t B, double eps,      \
+                                double momentum, int training);                                    \
+    int fn_batch_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,             \
+                                const P *weight, T *dx, P *dweight, P *dbias, int64_t A,           \
+                                int64_t C, int64_t B, int training);                               \
+    int fn_group_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y, P *mean_out,     \
+                                P *rstd_out, int64_t N, int64_t A, int64_t C, int64_t B,           \
+                                int64_t G, double eps);                                            \
+    int fn_group_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,             \
+                                const P *weight, T *dx, P *dweight, P *dbias, int64_t N,           \
                                 int64_t A, int64_t C, int64_t B, int64_t G);
 
 FN_CHANNELS_DECL(float, float, f32)
@@ -165,16 +165,16 @@ FN_CHANNELS_DECL(fn_bfloat16, float, bf16)
  *   batches than this one) over `count` values per channel:
  *   dx = rstd * w * (dy - sum_dy / count - xhat * sum_dy_xhat / count).
  */
-#define FN_MOMENTS_DECL(T, P, SFX)                                                         \
-    int fn_batch_moments_##SFX(const T *x, double *mean, double *m2, int64_t A, int64_t C, \
-                               int64_t B);                                                 \
-    int fn_batch_norm_bwd_sums_##SFX(const T *dy, const T *x, const P *mean,               \
-                                     const P *rstd, double *sum_dy, double *sum_dy_xhat,   \
-                                     int64_t A, int64_t C, int64_t B);                     \
-    int fn_batch_norm_bwd_apply_##SFX(const T *dy, const T *x, const P *mean,              \
-                                      const P *rstd, const P *weight, const double *sum_dy, \
-                                      const double *sum_dy_xhat, double count, T *dx,      \
-                                      int64_t A, int64_t C, int64_t B);
+#define FN_MOMENTS_DECL(T, P, SFX)                                                                 \
+    int fn_batch_moments_##SFX(const T *x, double *mean, double *m2, int64_t A, int64_t C,         \
+                               int64_t B);                                                         \
+    int fn_batch_norm_bwd_sums_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,        \
+                                     double *sum_dy, double *sum_dy_xhat, int64_t A, int64_t C,    \
+                                     int64_t B);                                                   \
+    int fn_batch_norm_bwd_apply_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,       \
+                                      const P *weight, const double *sum_dy,                       \
+                                      const double *sum_dy_xhat, double count, T *dx, int64_t A,   \
+                                      int64_t C, int64_t B);
 
 FN_MOMENTS_DECL(float, float, f32)
 FN_MOMENTS_DECL(double, double, f64)
@@ -191,15 +191,15 @@ FN_MOMENTS_DECL(fn_bfloat16, float, bf16)
  *   entries. Backward: dg = sum(dw * v) / norm, dv = g / norm * (dw - v * dg / norm);
  *   both 0 on a zero slice.
  */
-#define FN_VECTORS_DECL(T, P, SFX)                                                         \
-    int fn_l2_normalize_fwd_##SFX(const T *x, T *y, P *norm_out, int64_t N, int64_t A,     \
-                                  int64_t C, int64_t B, double eps);                       \
-    int fn_l2_normalize_bwd_##SFX(const T *dy, const T *y, const P *norm, T *dx,           \
-                                  int64_t N, int64_t A, int64_t C, int64_t B, double eps); \
-    int fn_weight_norm_fwd_##SFX(const T *v, const P *g, T *w, P *norm_out, int64_t A,     \
-                                 int64_t C, int64_t B);                                    \
-    int fn_weight_norm_bwd_##SFX(const T *dw, const T *v, const P *g, const P *norm,       \
-                                 T *dv, P *dg, int64_t A, int64_t C, int64_t B);
+#define FN_VECTORS_DECL(T, P, SFX)                                                                 \
+    int fn_l2_normalize_fwd_##SFX(const T *x, T *y, P *norm_out, int64_t N, int64_t A, int64_t C,  \
+                                  int64_t B, double eps);                                          \
+    int fn_l2_normalize_bwd_##SFX(const T *dy, const T *y, const P *norm, T *dx, int64_t N,        \
+                                  int64_t A, int64_t C, int64_t B, double eps);                    \
+    int fn_weight_norm_fwd_##SFX(const T *v, const P *g, T *w, P *norm_out, int64_t A, int64_t C,  \
+                                 int64_t B);                                                       \
+    int fn_weight_norm_bwd_##SFX(const T *dw, const T *v, const P *g, const P *norm, T *dv, P *dg, \
+                                 int64_t A, int64_t C, int64_t B);
 
 FN_VECTORS_DECL(float, float, f32)
 FN_VECTORS_DECL(double, double, f64)
@@ -217,26 +217,26 @@ enum { FN_F32 = 0, FN_F64 = 1, FN_F16 = 2, FN_BF16 = 3 };
 
 int fn_layer_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
                       void *mean, void *rstd, int64_t M, int64_t K, double eps);
-int fn_layer_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
-                      const void *rstd, const void *weight, void *dx, void *dweight,
-                      void *dbias, int64_t M, int64_t K);
-int fn_rms_norm_fwd(int dtype, const void *x, const void *weight, void *y, void *rstd,
-                    int64_t M, int64_t K, double eps);
-int fn_rms_norm_bwd(int dtype, const void *dy, const void *x, const void *rstd,
-                    const void *weight, void *dx, void *dweight, int64_t M, int64_t K);
+int fn_layer_norm_bwd(int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+                      const void *weight, void *dx, void *dweight, void *dbias, int64_t M,
+                      int64_t K);
+int fn_rms_norm_fwd(int dtype, const void *x, const void *weight, void *y, void *rstd, int64_t M,
+                    int64_t K, double eps);
+int fn_rms_norm_bwd(int dtype, const void *dy, const void *x, const void *rstd, const void *weight,
+                    void *dx, void *dweight, int64_t M, int64_t K);
 int fn_batch_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
                       void *mean_out, void *rstd_out, void *running_mean, void *running_var,
-                      int running_f64, int64_t A, int64_t C, int64_t B, double eps,
-                      double momentum, int training);
-int fn_batch_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
-                      const void *rstd, const void *weight, void *dx, void *dweight,
-                      void *dbias, int64_t A, int64_t C, int64_t B, int training);
+                      int running_f64, int64_t A, int64_t C, int64_t B, double eps, double momentum,
+                      int training);
+int fn_batch_norm_bwd(int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+                      const void *weight, void *dx, void *dweight, void *dbias, int64_t A,
+                      int64_t C, int64_t B, int training);
 int fn_group_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
-                      void *mean_out, void *rstd_out, int64_t N, int64_t A, int64_t C,
-                      int64_t B, int64_t G, double eps);
-int fn_group_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
-                      const void *rstd, const void *weight, void *dx, void *dweight,
-                      void *dbias, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G);
+                      void *mean_out, void *rstd_out, int64_t N, int64_t A, int64_t C, int64_t B,
+                      int64_t G, double eps);
+int fn_group_norm_bwd(int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
+                      const void *weight, void *dx, void *dweight, void *dbias, int64_t N,
+                      int64_t A, int64_t C, int64_t B, int64_t G);
 int fn_batch_moments(int dtype, const void *x, double *mean, double *m2, int64_t A, int64_t C,
                      int64_t B);
 int fn_batch_norm_bwd_sums(int dtype, const void *dy, const void *x, const void *mean,
@@ -244,16 +244,16 @@ int fn_batch_norm_bwd_sums(int dtype, const void *dy, const void *x, const void 
                            int64_t C, int64_t B);
 int fn_batch_norm_bwd_apply(int dtype, const void *dy, const void *x, const void *mean,
                             const void *rstd, const void *weight, const double *sum_dy,
-                            const double *sum_dy_xhat, double count, void *dx, int64_t A,
-                            int64_t C, int64_t B);
-int fn_l2_normalize_fwd(int dtype, const void *x, void *y, void *norm_out, int64_t N,
-                        int64_t A, int64_t C, int64_t B, double eps);
+                            const double *sum_dy_xhat, double count, void *dx, int64_t A, int64_t C,
+                            int64_t B);
+int fn_l2_normalize_fwd(int dtype, const void *x, void *y, void *norm_out, int64_t N, int64_t A,
+                        int64_t C, int64_t B, double eps);
 int fn_l2_normalize_bwd(int dtype, const void *dy, const void *y, const void *norm, void *dx,
                         int64_t N, int64_t A, int64_t C, int64_t B, double eps);
-int fn_weight_norm_fwd(int dtype, const void *v, const void *g, void *w, void *norm_out,
-                       int64_t A, int64_t C, int64_t B);
-int fn_weight_norm_bwd(int dtype, const void *dw, const void *v, const void *g,
-                       const void *norm, void *dv, void *dg, int64_t A, int64_t C, int64_t B);
+int fn_weight_norm_fwd(int dtype, const void *v, const void *g, void *w, void *norm_out, int64_t A,
+                       int64_t C, int64_t B);
+int fn_weight_norm_bwd(int dtype, const void *dw, const void *v, const void *g, const void *norm,
+                       void *dv, void *dg, int64_t A, int64_t C, int64_t B);
 
 #ifdef __cplusplus
 }

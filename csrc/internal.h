@@ -104,7 +104,10 @@ static inline float fn_f16_to_float(fn_float16 h)
 }
 
 /* bfloat16 -> float, exact: the upper half of a float */
-static inline float fn_bf16_to_float(fn_bfloat16 h) { return fn_bitsf((uint32_t)h.bits << 16); }
+static inline float fn_bf16_to_float(fn_bfloat16 h)
+{
+    return fn_bitsf((uint32_t)h.bits << 16);
+}
 
 /* float -> float16, to nearest even; overflow gives inf, NaN a quiet NaN */
 static inline fn_float16 fn_f16_from_float(float f)
@@ -114,7 +117,7 @@ static inline fn_float16 fn_f16_from_float(float f)
     const uint32_t normal = (a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13;
     /* subnormal: adding 0.5 leaves the float's rounding (to nearest even) at 2^-24 */
     const uint32_t sub = fn_fbits(fn_bitsf(a) + 0.5f) - 0x3f000000u;
-    const uint32_t r = a > 0x7f800000u   ? 0x7e00u | ((a >> 13) & 0x3ffu) /* as F16C does */
+    const uint32_t r = a > 0x7f800000u    ? 0x7e00u | ((a >> 13) & 0x3ffu) /* as F16C does */
                        : a >= 0x477ff000u ? 0x7c00u /* 65520 and above round to inf */
                        : a >= 0x38800000u ? normal
                                           : sub;
@@ -127,14 +130,20 @@ static inline fn_bfloat16 fn_bf16_from_float(float f)
 {
     const uint32_t u = fn_fbits(f);
     const uint32_t r = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u
-                                                      : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+                                                       : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
     const fn_bfloat16 h = {(uint16_t)r};
     return h;
 }
 
-static inline fn_float16 fn_f16_from_double(double v) { return fn_f16_from_float((float)v); }
+static inline fn_float16 fn_f16_from_double(double v)
+{
+    return fn_f16_from_float((float)v);
+}
 
-static inline fn_bfloat16 fn_bf16_from_double(double v) { return fn_bf16_from_float((float)v); }
+static inline fn_bfloat16 fn_bf16_from_double(double v)
+{
+    return fn_bf16_from_float((float)v);
+}
 
 /* p + off, or NULL for an absent (NULL) array */
 #define FN_AT(p, off) ((p) ? (p) + (off) : NULL)
@@ -170,24 +179,24 @@ static inline void fn_sfence(void)
  * The two copies of body may be compiled differently (contraction, vectorization), so
  * which one runs must depend on the shape alone, never on the thread count: that is what
  * keeps results bitwise identical for 1 thread and many. */
-#define FN_PARFOR(nt, var, n, ...)                                                         \
-    do {                                                                                   \
-        const int64_t fn_n_ = (n);                                                         \
-        if ((nt) == 0) {                                                                   \
-            for (int64_t var = 0; var < fn_n_; var++) {                                    \
-                __VA_ARGS__                                                                \
-            }                                                                              \
-            fn_sfence();                                                                   \
-        } else {                                                                           \
-            FN_PRAGMA_OMP(omp parallel if ((nt) > 1) num_threads(nt))                      \
-            {                                                                              \
-                FN_PRAGMA_OMP(omp for schedule(static) nowait)                             \
-                for (int64_t var = 0; var < fn_n_; var++) {                                \
-                    __VA_ARGS__                                                            \
-                }                                                                          \
-                fn_sfence(); /* this thread's streaming stores, before the barrier */      \
-            }                                                                              \
-        }                                                                                  \
+#define FN_PARFOR(nt, var, n, ...)                                                                 \
+    do {                                                                                           \
+        const int64_t fn_n_ = (n);                                                                 \
+        if ((nt) == 0) {                                                                           \
+            for (int64_t var = 0; var < fn_n_; var++) {                                            \
+                __VA_ARGS__                                                                        \
+            }                                                                                      \
+            fn_sfence();                                                                           \
+        } else {                                                                                   \
+            FN_PRAGMA_OMP(omp parallel if ((nt) > 1) num_threads(nt))                              \
+            {                                                                                      \
+                FN_PRAGMA_OMP(omp for schedule(static) nowait)                                     \
+                for (int64_t var = 0; var < fn_n_; var++) {                                        \
+                    __VA_ARGS__                                                                    \
+                }                                                                                  \
+                fn_sfence(); /* this thread's streaming stores, before the barrier */              \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
 /* Before a loop whose arrays may only alias exactly (out == in, element i read before it is
@@ -253,21 +262,21 @@ static inline int fn_stream_ok(int64_t bytes, int arrays)
  * once over the whole span (out = dst, j0 = 0, len = n) or, when streaming, chunk by
  * chunk into an L1 buffer that fn_stream_<T> copies to dst with streaming stores.
  * FN_PARFOR fences each thread's streaming stores at the end of the loop. */
-#define FN_OUTPUT(stream, T, SFX_STREAM, dst, n, j0, len, out, CALL)                       \
-    do {                                                                                   \
-        if (!(stream) || (int64_t)((n) * sizeof(T)) < FN_STREAM_MIN) {                     \
-            const int64_t j0 = 0, len = (n);                                               \
-            T *out = (dst);                                                                \
-            CALL;                                                                          \
-        } else {                                                                           \
-            T fn_buf_[FN_CHUNK] __attribute__((aligned(64)));                              \
-            for (int64_t j0 = 0; j0 < (n); j0 += FN_CHUNK) {                               \
-                const int64_t len = (n) - j0 < FN_CHUNK ? (n) - j0 : FN_CHUNK;             \
-                T *out = fn_buf_;                                                          \
-                CALL;                                                                      \
-                SFX_STREAM((dst) + j0, fn_buf_, len);                                      \
-            }                                                                              \
-        }                                                                                  \
+#define FN_OUTPUT(stream, T, SFX_STREAM, dst, n, j0, len, out, CALL)                               \
+    do {                                                                                           \
+        if (!(stream) || (int64_t)((n) * sizeof(T)) < FN_STREAM_MIN) {                             \
+            const int64_t j0 = 0, len = (n);                                                       \
+            T *out = (dst);                                                                        \
+            CALL;                                                                                  \
+        } else {                                                                                   \
+            T fn_buf_[FN_CHUNK] __attribute__((aligned(64)));                                      \
+            for (int64_t j0 = 0; j0 < (n); j0 += FN_CHUNK) {                                       \
+                const int64_t len = (n) - j0 < FN_CHUNK ? (n) - j0 : FN_CHUNK;                     \
+                T *out = fn_buf_;                                                                  \
+                CALL;                                                                              \
+                SFX_STREAM((dst) + j0, fn_buf_, len);                                              \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
 
 /* A shift may be used for the corrected two-pass variance when it lies within 4 standard
@@ -281,7 +290,10 @@ static inline int fn_shift_ok(double sd, double sd2, double n)
 }
 
 /* max(v, 0) that keeps NaN (fmax would turn a NaN variance into 0) */
-static inline double fn_nonneg(double v) { return v < 0.0 ? 0.0 : v; }
+static inline double fn_nonneg(double v)
+{
+    return v < 0.0 ? 0.0 : v;
+}
 
 /* Threads for a loop of `items` independent pieces covering `elems` elements: 0 when the
  * shape alone says one thread (too few elements or pieces; see FN_PARFOR), else between 1

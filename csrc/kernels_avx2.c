@@ -2,11 +2,14 @@
 #include "internal.h"
 
 #if FN_MULTI_ISA
+/* the target lists stay on one line */
+/* clang-format off */
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #pragma GCC target("avx2,fma,f16c")
 #endif
+/* clang-format on */
 
 #define FN_ISA avx2
 #include "kernels.inc"

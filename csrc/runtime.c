@@ -42,9 +42,15 @@ static int64_t fn_stream_default(void)
     return llc > 0 && llc < FN_STREAM_BYTES ? llc : FN_STREAM_BYTES;
 }
 
-void fn_set_stream_bytes(int64_t bytes) { fn_stream_bytes = bytes >= 0 ? bytes : fn_stream_default(); }
+void fn_set_stream_bytes(int64_t bytes)
+{
+    fn_stream_bytes = bytes >= 0 ? bytes : fn_stream_default();
+}
 
-int64_t fn_get_stream_bytes(void) { return fn_stream_bytes; }
+int64_t fn_get_stream_bytes(void)
+{
+    return fn_stream_bytes;
+}
 
 void fn_prefault(void *p, int64_t bytes)
 {
@@ -82,8 +88,14 @@ static int64_t fn_cache_max = 0;
 
 #ifdef FN_HAVE_ATFORK
 static pthread_mutex_t fn_cache_mutex = PTHREAD_MUTEX_INITIALIZER;
-static void fn_cache_lock(void) { pthread_mutex_lock(&fn_cache_mutex); }
-static void fn_cache_unlock(void) { pthread_mutex_unlock(&fn_cache_mutex); }
+static void fn_cache_lock(void)
+{
+    pthread_mutex_lock(&fn_cache_mutex);
+}
+static void fn_cache_unlock(void)
+{
+    pthread_mutex_unlock(&fn_cache_mutex);
+}
 /* fork() while holding the lock: prepare takes it, so that no other thread holds it in
  * the child, and both sides let it go */
 static void fn_atfork_child(void)
@@ -182,7 +194,10 @@ void fn_cache_set_limit(int64_t bytes)
     fn_free_all(drop, k);
 }
 
-int64_t fn_cache_limit(void) { return fn_cache_max; }
+int64_t fn_cache_limit(void)
+{
+    return fn_cache_max;
+}
 
 int64_t fn_cache_bytes(void)
 {
@@ -234,9 +249,15 @@ void fn_runtime_init(void)
 #endif
 }
 
-int fn_in_forked_child(void) { return fn_forked; }
+int fn_in_forked_child(void)
+{
+    return fn_forked;
+}
 
-void fn_set_num_threads(int n) { fn_threads_override = n > 0 ? n : 0; }
+void fn_set_num_threads(int n)
+{
+    fn_threads_override = n > 0 ? n : 0;
+}
 
 #if defined(_MSC_VER)
 static __declspec(thread) int fn_serial_flag = 0;
@@ -244,9 +265,15 @@ static __declspec(thread) int fn_serial_flag = 0;
 static _Thread_local int fn_serial_flag = 0;
 #endif
 
-void fn_set_serial(int on) { fn_serial_flag = on != 0; }
+void fn_set_serial(int on)
+{
+    fn_serial_flag = on != 0;
+}
 
-int fn_get_serial(void) { return fn_serial_flag; }
+int fn_get_serial(void)
+{
+    return fn_serial_flag;
+}
 
 int fn_get_num_threads(void)
 {
@@ -303,7 +330,10 @@ int fn_isa_select(int level)
     return FN_OK;
 }
 
-int fn_isa_active(void) { return fn_isa_level; }
+int fn_isa_active(void)
+{
+    return fn_isa_level;
+}
 
 const char *fn_isa_name(int level)
 {

@@ -33,7 +33,10 @@ static v16f ld(const float *p)
     return v;
 }
 
-static void st(float *p, v16f v) { memcpy(p, &v, sizeof v); }
+static void st(float *p, v16f v)
+{
+    memcpy(p, &v, sizeof v);
+}
 
 /* per channel: s1 += x, s2 += x * x (four vectors of 16 channels each) */
 static void stats(const float *x, int64_t R, float *s1, float *s2)
@@ -78,8 +81,8 @@ static void sums2(const float *x, const float *dy, int64_t R, float *s1, float *
     }
 }
 
-static void apply2(const float *x, const float *dy, int64_t R, const float *ca,
-                   const float *cb, const float *cc, float *dx)
+static void apply2(const float *x, const float *dy, int64_t R, const float *ca, const float *cb,
+                   const float *cc, float *dx)
 {
     v16f a[4], b[4], c[4];
     for (int q = 0; q < 4; q++) {
@@ -133,8 +136,7 @@ int main(int argc, char **argv)
         check += y[k] + dx[k];
     }
     const char *names[5] = {"fwd stats (read x)", "fwd apply (read x, write y)",
-                            "bwd sums (read x, dy)", "bwd apply (read x, dy, write dx)",
-                            "step"};
+                            "bwd sums (read x, dy)", "bwd apply (read x, dy, write dx)", "step"};
     for (int p = 0; p < 5; p++) {
         qsort(t[p], RUNS, sizeof(double), cmp);
         printf("%-34s %8.1f us\n", names[p], t[p][RUNS / 2] * 1e6);

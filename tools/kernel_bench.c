@@ -31,37 +31,35 @@
 #define CAT(a, b) CAT_(a, b)
 #define K(name) CAT(name, ISA)
 
-int K(fn_batch_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y,
-                             float *mo, float *ro, void *rm, void *rv, int f64, int64_t A,
-                             int64_t C, int64_t B, double eps, double mom, int training);
+int K(fn_batch_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y, float *mo,
+                             float *ro, void *rm, void *rv, int f64, int64_t A, int64_t C,
+                             int64_t B, double eps, double mom, int training);
 int K(fn_batch_moments_f32)(const float *x, double *mean, double *m2, int64_t A, int64_t C,
                             int64_t B);
-int K(fn_batch_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
-                             const float *rstd, const float *w, float *dx, float *dw,
-                             float *db, int64_t A, int64_t C, int64_t B, int training);
-int K(fn_group_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y,
-                             float *mo, float *ro, int64_t N, int64_t A, int64_t C, int64_t B,
-                             int64_t G, double eps);
-int K(fn_group_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
-                             const float *rstd, const float *w, float *dx, float *dw,
-                             float *db, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G);
-int K(fn_layer_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y,
-                             float *mean, float *rstd, int64_t M, int64_t K, double eps);
+int K(fn_batch_norm_bwd_f32)(const float *dy, const float *x, const float *mean, const float *rstd,
+                             const float *w, float *dx, float *dw, float *db, int64_t A, int64_t C,
+                             int64_t B, int training);
+int K(fn_group_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y, float *mo,
+                             float *ro, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G,
+                             double eps);
+int K(fn_group_norm_bwd_f32)(const float *dy, const float *x, const float *mean, const float *rstd,
+                             const float *w, float *dx, float *dw, float *db, int64_t N, int64_t A,
+                             int64_t C, int64_t B, int64_t G);
+int K(fn_layer_norm_fwd_f32)(const float *x, const float *w, const float *b, float *y, float *mean,
+                             float *rstd, int64_t M, int64_t K, double eps);
 int K(fn_rms_norm_fwd_f32)(const float *x, const float *w, float *y, float *rstd, int64_t M,
                            int64_t K, double eps);
 int K(fn_rms_norm_bwd_f32)(const float *dy, const float *x, const float *rstd, const float *w,
                            float *dx, float *dw, int64_t M, int64_t K);
-int K(fn_weight_norm_fwd_f32)(const float *v, const float *g, float *w, float *norm,
-                              int64_t A, int64_t C, int64_t B);
-int K(fn_weight_norm_bwd_f32)(const float *dw, const float *v, const float *g,
-                              const float *norm, float *dv, float *dg, int64_t A, int64_t C,
-                              int64_t B);
+int K(fn_weight_norm_fwd_f32)(const float *v, const float *g, float *w, float *norm, int64_t A,
+                              int64_t C, int64_t B);
+int K(fn_weight_norm_bwd_f32)(const float *dw, const float *v, const float *g, const float *norm,
+                              float *dv, float *dg, int64_t A, int64_t C, int64_t B);
 int K(fn_batch_norm_bwd_sums_f32)(const float *dy, const float *x, const float *mean,
-                                  const float *rstd, double *sum_dy, double *sum_dy_xhat,
-                                  int64_t A, int64_t C, int64_t B);
-int K(fn_layer_norm_bwd_f32)(const float *dy, const float *x, const float *mean,
-                             const float *rstd, const float *w, float *dx, float *dw,
-                             float *db, int64_t M, int64_t K);
+                                  const float *rstd, double *sum_dy, double *sum_dy_xhat, int64_t A,
+                                  int64_t C, int64_t B);
+int K(fn_layer_norm_bwd_f32)(const float *dy, const float *x, const float *mean, const float *rstd,
+                             const float *w, float *dx, float *dw, float *db, int64_t M, int64_t K);
 
 int main(int argc, char **argv)
 {
