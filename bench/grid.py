@@ -172,15 +172,15 @@ def _channel_case(torch, op, shape, rng):
             yield Case(op, "fwd", layout, shape, x,
                        lambda x=x, axis=axis, out=out, rm=rm, rv=rv: fn.batch_norm(
                            x, w, b, rm, rv, axis=axis, out=out),
-                       lambda tx=tx, trm=trm, trv=trv: F.batch_norm(
+                       lambda tx=tx, tw=tw, tb=tb, trm=trm, trv=trv: F.batch_norm(
                            tx, trm, trv, tw.detach(), tb.detach(), True))
             yield Case(op, "eval", layout, shape, x,
                        lambda x=x, axis=axis, out=out, rm=rm, rv=rv: fn.batch_norm(
                            x, w, b, rm, rv, training=False, axis=axis, out=out),
-                       lambda tx=tx, trm=trm, trv=trv: F.batch_norm(
+                       lambda tx=tx, tw=tw, tb=tb, trm=trm, trv=trv: F.batch_norm(
                            tx, trm, trv, tw.detach(), tb.detach(), False))
             yield Case(op, "fwd+bwd", layout, shape, x, fb,
-                       lambda txg=txg, tdy=tdy, trm=trm, trv=trv: torch.autograd.grad(
+                       lambda txg=txg, tw=tw, tb=tb, tdy=tdy, trm=trm, trv=trv: torch.autograd.grad(
                            F.batch_norm(txg, trm, trv, tw, tb, True), (txg, tw, tb), tdy))
         elif op == "group_norm":
             for g in (8, 16, 32):
@@ -195,10 +195,11 @@ def _channel_case(torch, op, shape, rng):
                 yield Case(op, "fwd", layout, shape, x,
                            lambda x=x, axis=axis, out=out, g=g: fn.group_norm(
                                x, g, w, b, axis=axis, out=out),
-                           lambda tx=tx, g=g: F.group_norm(tx, g, tw.detach(), tb.detach()),
+                           lambda tx=tx, tw=tw, tb=tb, g=g: F.group_norm(
+                               tx, g, tw.detach(), tb.detach()),
                            extra=f"G{g}")
                 yield Case(op, "fwd+bwd", layout, shape, x, gfb,
-                           lambda txg=txg, tdy=tdy, g=g: torch.autograd.grad(
+                           lambda txg=txg, tw=tw, tb=tb, tdy=tdy, g=g: torch.autograd.grad(
                                F.group_norm(txg, g, tw, tb), (txg, tw, tb), tdy),
                            extra=f"G{g}")
         else:
@@ -209,10 +210,10 @@ def _channel_case(torch, op, shape, rng):
             yield Case(op, "fwd", layout, shape, x,
                        lambda x=x, axis=axis, out=out: fn.instance_norm(
                            x, w, b, axis=axis, out=out),
-                       lambda tx=tx: F.instance_norm(tx, weight=tw.detach(),
+                       lambda tx=tx, tw=tw, tb=tb: F.instance_norm(tx, weight=tw.detach(),
                                                      bias=tb.detach()))
             yield Case(op, "fwd+bwd", layout, shape, x, ifb,
-                       lambda txg=txg, tdy=tdy: torch.autograd.grad(
+                       lambda txg=txg, tw=tw, tb=tb, tdy=tdy: torch.autograd.grad(
                            F.instance_norm(txg, weight=tw, bias=tb), (txg, tw, tb), tdy))
 
 

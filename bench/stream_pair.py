@@ -56,7 +56,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     old = _kernels.get_stream_bytes()
     print(f"default threshold (footprint): {old >> 20} MiB; medians in µs")
-    print(f"{'op':16} {'MiB':>5} {'thr':>3} {'streamed':>10} {'normal':>10} {'normal/streamed':>16}")
+    print(f"{'op':16} {'MiB':>5} {'thr':>3} {'streamed':>10} {'normal':>10} "
+          f"{'normal/streamed':>16}")
     try:
         for mib in (float(m) for m in args.mib.split(",")):
             for name, run in _cases(mib):

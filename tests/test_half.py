@@ -8,12 +8,11 @@ bfloat16 comes from the optional ml_dtypes package."""
 
 import numpy as np
 import pytest
+from conftest import threads
 
 import fastnorm as fn
 from fastnorm import _kernels
 from fastnorm import reference as ref
-
-from conftest import threads
 
 try:
     import ml_dtypes

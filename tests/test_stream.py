@@ -80,7 +80,9 @@ def test_rows_streaming_matches(streaming, dtype, K, op, affine):
 
     plain, streamed = streaming(call)
     _same(plain, streamed)
-    f64 = (lambda a: None if a is None else a.astype(np.float64))
+    def f64(a):
+        return None if a is None else a.astype(np.float64)
+
     expected = getattr(ref, op)(x.astype(np.float64), f64(w), **{k: f64(v) for k, v in kw.items()})
     assert_close(streamed[0], expected, dtype)
 
@@ -276,7 +278,9 @@ def test_channels_backward_streaming_matches(streaming, dtype, shape, axis):
 
     plain, streamed = streaming(call)
     _same(plain, streamed)
-    f64 = (lambda a: a.astype(np.float64))
+    def f64(a):
+        return a.astype(np.float64)
+
     expected = ref.batch_norm_backward(f64(dy), f64(x), f64(bm), f64(br), f64(w), axis=axis)
     assert_close(streamed[0], expected[0], dtype)
     expected = ref.group_norm_backward(f64(dy), f64(x), f64(gm), f64(gr), G, f64(w), axis=axis)
@@ -293,7 +297,9 @@ def test_weight_norm_backward_streaming_matches(streaming, dtype, shape):
     _, norm = fn.weight_norm(v, g, axis=0, return_stats=True)
     plain, streamed = streaming(lambda: fn.weight_norm_backward(dw, v, g, norm, axis=0))
     _same(plain, streamed)
-    f64 = (lambda a: a.astype(np.float64))
+    def f64(a):
+        return a.astype(np.float64)
+
     expected = ref.weight_norm_backward(f64(dw), f64(v), f64(g), f64(norm), axis=0)
     assert_close(streamed[0], expected[0], dtype)
 
