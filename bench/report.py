@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import roofline  # bench/roofline.py, beside this script
+
 from fastnorm import _bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -357,7 +359,7 @@ def main(argv=None):
         print(f"report.py: {e}", file=sys.stderr)
         return 2
     torch = _bench.torch_or_none()
-    info = _bench.machine_info(torch)
+    info = roofline.machine_info(torch)
     rounds, target = timing(args)
     ncases = sum(len(op.run_cases(args.full)) for op in ops)
     print(describe(info))
@@ -374,7 +376,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     rows = []
-    for row in _bench.roofline(
+    for row in roofline.roofline(
         ops, args.threads, full=args.full, rounds=rounds, target=target, torch=torch
     ):
         print(format_row(row), flush=True)

@@ -19,6 +19,7 @@ import os
 import sys
 import time
 
+import roofline  # bench/roofline.py, beside this script
 from report import (
     add_selection_args,
     csv_list,
@@ -147,7 +148,7 @@ def main(argv=None):
         print(f"scaling.py: no thread count <= {cpus} CPUs; --force runs them", file=sys.stderr)
         return 2
     torch = _bench.torch_or_none()
-    info = _bench.machine_info(torch)
+    info = roofline.machine_info(torch)
     rounds, target = timing(args)
     print(describe(info))
     print(f"thread counts: {', '.join(map(str, counts))}", end="")
@@ -164,7 +165,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     rows = []
-    for row in _bench.roofline(
+    for row in roofline.roofline(
         ops, counts, full=args.full, rounds=rounds, target=target, torch=torch
     ):
         print(format_row(row), flush=True)
