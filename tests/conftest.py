@@ -178,3 +178,35 @@ def broadcast_rows(row, shape):
 def pytest_report_header(config):
     """Which fastnorm the run tests (the source tree or an installed wheel)."""
     return f"fastnorm {fastnorm.__version__}: {fastnorm.__file__}"
+
+
+def check_op_against_reference(op, rng, dtype, *, factor=2.0, affine=(True, False)):
+    """Run ``op`` (a ``fastnorm._ops.Op``) forward and backward on each of its cases and
+    variants, with and without the affine parameters, and compare every result (running
+    statistics included) with ``fastnorm.reference`` on the same inputs in float64."""
+    from fastnorm import _ops
+    from fastnorm import reference as ref
+
+    for shape, params in op.cases:
+        for variant in op.variants:
+            p = {**params, **variant}
+            for with_affine in affine if op.optional else (True,):
+                a = op.make_inputs(rng, shape, dtype, p, affine=with_affine)
+                got = op.run(fastnorm, a, p)
+                expected = op.run(ref, _ops.float64(a), p)
+                labels = op.labels(a)
+                assert len(got) == len(expected) == len(labels)
+                for label, g, e in zip(labels, got, expected, strict=True):
+                    msg = f"{op.name} {shape} {p} affine={with_affine}: {label}"
+                    if e is None:
+                        assert g is None, msg
+                        continue
+                    rdt = op.result_dtype(label, dtype)
+                    if rdt.kind in "iu":  # counts: exact
+                        assert g.dtype == rdt, msg
+                        np.testing.assert_array_equal(g, e, err_msg=msg)
+                        continue
+                    if rdt != np.dtype(dtype):  # float64 moments of a float32 x: x's accuracy
+                        assert g.dtype == rdt, msg
+                        g = g.astype(dtype)
+                    assert_close(g, e, dtype, factor=factor, err_msg=msg)

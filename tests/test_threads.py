@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import FLOAT_DTYPES, assert_close, assert_identical, threads
+from conftest import FLOAT_DTYPES, assert_identical, check_op_against_reference, threads
 
 import fastnorm as fn
-from fastnorm import _kernels, _runtime
-from fastnorm import reference as ref
+from fastnorm import _kernels, _ops, _runtime
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 THREAD_COUNTS = (1, 2, 3)
@@ -28,110 +27,55 @@ def normal(rng, shape, dtype, loc=0.0, scale=1.0):
     return (loc + scale * rng.standard_normal(shape)).astype(dtype)
 
 
-# --------------------------------------------------------------------------- every op as a runner
+# --------------------------------------------------------------------------- every op, big
 #
-# A runner takes (rng, dtype) and returns a function of no arguments that calls one op (forward
-# and backward) on fixed inputs and returns every array it produced, running stats included.
+# Each op of fastnorm._ops on shapes above the threading threshold, forward and backward
+# (batch norm in both modes), affine: every array it produces, running statistics included,
+# must be the same bits for any thread count.
+
+BIG_SHAPES = {
+    "layer_norm": [((4, 65536), {}), ((300, 257), {}), ((2000, 33), {}),
+                   ((16, 64, 65), {"axis": -2})],
+    "rms_norm": [((4, 65536), {}), ((1500, 47), {})],
+    "batch_norm": [((8, 3, 64, 64), {}), ((8, 64, 64, 3), {"axis": -1}),
+                   ((6, 96, 96, 4), {"axis": -1}), ((512, 129), {}), ((2, 3, 40000), {}),
+                   ((64, 40, 33), {"axis": -1})],
+    "group_norm": [((8, 6, 64, 64), {"num_groups": 3}),
+                   ((8, 32, 32, 6), {"num_groups": 2, "axis": -1}),
+                   ((2, 4, 20000), {"num_groups": 2})],
+    "instance_norm": [((8, 3, 64, 64), {}), ((8, 64, 64, 3), {"axis": -1}),
+                      ((3, 70000, 2), {})],
+    "batch_moments": [((8, 3, 64, 64), {}), ((8, 64, 64, 3), {"axis": -1})],
+    "merge_moments": [((8, 3, 64, 64), {})],
+    "l2_normalize": [((300, 257), {"axis": 0}), ((64, 1030), {})],
+    "weight_norm": [((300, 257), {}), ((40000,), {})],
+    "cosine_norm": [((256, 200, 129), {})],
+}  # fmt: skip
 
 
-def rows_runner(op, shape, axis):
-    def make(rng, dtype):
-        x = normal(rng, shape, dtype, 0.5, 2.0)
-        nshape = x.shape[axis:]
-        w = normal(rng, nshape, dtype, 1.0, 0.5)
-        b = normal(rng, nshape, dtype)
-        dy = normal(rng, shape, dtype)
-
-        def run():
-            if op == "layer_norm":
-                y, mean, rstd = fn.layer_norm(x, w, b, axis=axis, return_stats=True)
-                grads = fn.layer_norm_backward(dy, x, mean, rstd, w, axis=axis)
-                grads0 = fn.layer_norm_backward(dy, x, mean, rstd, axis=axis)
-                return (y, mean, rstd, *grads, grads0[0], grads0[2])
-            y, rstd = fn.rms_norm(x, w, axis=axis, return_stats=True)
-            grads = fn.rms_norm_backward(dy, x, rstd, w, axis=axis)
-            return (y, rstd, *grads)
-
-        return run
-
-    return make
+def test_big_shapes_cover_every_op():
+    assert set(BIG_SHAPES) == {op.name for op in _ops.OPS}
 
 
-def batch_norm_runner(shape, axis):
-    def make(rng, dtype):
-        x = normal(rng, shape, dtype, 1.0, 2.0)
-        C = shape[axis]
-        w = normal(rng, (C,), dtype, 1.0, 0.5)
-        b = normal(rng, (C,), dtype)
-        rm0 = normal(rng, (C,), dtype)
-        rv0 = rng.uniform(0.5, 2.0, C).astype(dtype)
-        dy = normal(rng, shape, dtype)
-
-        def run():
-            rm, rv = rm0.copy(), rv0.copy()
-            y, mean, rstd = fn.batch_norm(
-                x, w, b, rm, rv, axis=axis, momentum=0.3, return_stats=True
-            )
-            grads = fn.batch_norm_backward(dy, x, mean, rstd, w, axis=axis)
-            ye, me, re = fn.batch_norm(
-                x, w, b, rm0, rv0, training=False, axis=axis, return_stats=True
-            )
-            grads_e = fn.batch_norm_backward(dy, x, me, re, w, axis=axis, training=False)
-            return (y, mean, rstd, rm, rv, *grads, ye, me, re, *grads_e)
-
-        return run
-
-    return make
+def _big_cases():
+    for op in _ops.OPS:
+        for shape, params in BIG_SHAPES[op.name]:
+            for variant in op.variants:
+                p = {**params, **variant}
+                yield pytest.param(op.name, shape, p, id=f"{op.name}-{shape}-{p}")
 
 
-def group_norm_runner(shape, axis, groups):
-    def make(rng, dtype):
-        x = normal(rng, shape, dtype, -1.0, 3.0)
-        C = shape[axis]
-        w = normal(rng, (C,), dtype, 1.0, 0.5)
-        b = normal(rng, (C,), dtype)
-        dy = normal(rng, shape, dtype)
-
-        def run():
-            if groups is None:
-                y, mean, rstd = fn.instance_norm(x, w, b, axis=axis, return_stats=True)
-                grads = fn.instance_norm_backward(dy, x, mean, rstd, w, axis=axis)
-            else:
-                y, mean, rstd = fn.group_norm(x, groups, w, b, axis=axis, return_stats=True)
-                grads = fn.group_norm_backward(dy, x, mean, rstd, groups, w, axis=axis)
-            return (y, mean, rstd, *grads)
-
-        return run
-
-    return make
-
-
-BIG_CASES = {
-    "layer_norm (4, 65536)": rows_runner("layer_norm", (4, 65536), -1),
-    "layer_norm (300, 257)": rows_runner("layer_norm", (300, 257), -1),
-    "layer_norm (2000, 33)": rows_runner("layer_norm", (2000, 33), -1),
-    "layer_norm (16, 64, 65) axis=-2": rows_runner("layer_norm", (16, 64, 65), -2),
-    "rms_norm (4, 65536)": rows_runner("rms_norm", (4, 65536), -1),
-    "rms_norm (1500, 47)": rows_runner("rms_norm", (1500, 47), -1),
-    "batch_norm (8, 3, 64, 64)": batch_norm_runner((8, 3, 64, 64), 1),
-    "batch_norm (8, 64, 64, 3) axis=-1": batch_norm_runner((8, 64, 64, 3), -1),
-    "batch_norm (6, 96, 96, 4) axis=-1": batch_norm_runner((6, 96, 96, 4), -1),
-    "batch_norm (512, 129)": batch_norm_runner((512, 129), 1),
-    "batch_norm (2, 3, 40000)": batch_norm_runner((2, 3, 40000), 1),
-    "batch_norm (64, 40, 33) axis=-1": batch_norm_runner((64, 40, 33), -1),
-    "group_norm (8, 6, 64, 64) G=3": group_norm_runner((8, 6, 64, 64), 1, 3),
-    "group_norm (8, 32, 32, 6) G=2 axis=-1": group_norm_runner((8, 32, 32, 6), -1, 2),
-    "group_norm (2, 4, 20000) G=2": group_norm_runner((2, 4, 20000), 1, 2),
-    "instance_norm (8, 3, 64, 64)": group_norm_runner((8, 3, 64, 64), 1, None),
-    "instance_norm (8, 64, 64, 3) axis=-1": group_norm_runner((8, 64, 64, 3), -1, None),
-    "instance_norm (3, 70000, 2) axis=1": group_norm_runner((3, 70000, 2), 1, None),
-}
+def big_runner(name, shape, params, rng, dtype):
+    op = _ops.get(name)
+    a = op.make_inputs(rng, shape, dtype, params)
+    return lambda: op.run(fn, a, params)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
-@pytest.mark.parametrize("case", list(BIG_CASES))
-def test_bitwise_identical_for_any_thread_count(case, dtype):
-    run = BIG_CASES[case](np.random.default_rng(7), dtype)
+@pytest.mark.parametrize(("name", "shape", "params"), list(_big_cases()))
+def test_bitwise_identical_for_any_thread_count(name, shape, params, dtype):
+    case = f"{name} {shape} {params}"
+    run = big_runner(name, shape, params, np.random.default_rng(7), dtype)
     with threads(1):
         expected = run()
     for n in THREAD_COUNTS[1:]:
@@ -245,134 +189,14 @@ def restore_simd():
         _runtime._simd_level(original)
 
 
-def check_all_ops_against_reference(rng, dtype):
-    for K in (1, 3, 7, 15, 17, 33, 4097):
-        x = normal(rng, (5, K), dtype, 0.5, 2.0)
-        w = normal(rng, (K,), dtype, 1.0, 0.5)
-        b = normal(rng, (K,), dtype)
-        dy = normal(rng, (5, K), dtype)
-        x64, w64, b64, dy64 = (a.astype(F64) for a in (x, w, b, dy))
-        out = fn.layer_norm(x, w, b, return_stats=True)
-        exp = ref.layer_norm(x64, w64, b64, return_stats=True)
-        for a, e in zip(out, exp, strict=True):
-            assert_close(a, e, dtype, err_msg=f"layer_norm K={K}")
-        grads = fn.layer_norm_backward(dy, x, out[1], out[2], w)
-        exp = ref.layer_norm_backward(dy64, x64, out[1].astype(F64), out[2].astype(F64), w64)
-        for a, e in zip(grads, exp, strict=True):
-            assert_close(a, e, dtype, factor=2.0, err_msg=f"layer_norm_backward K={K}")
-        out = fn.rms_norm(x, w, return_stats=True)
-        exp = ref.rms_norm(x64, w64, return_stats=True)
-        for a, e in zip(out, exp, strict=True):
-            assert_close(a, e, dtype, err_msg=f"rms_norm K={K}")
-        grads = fn.rms_norm_backward(dy, x, out[1], w)
-        exp = ref.rms_norm_backward(dy64, x64, out[1].astype(F64), w64)
-        for a, e in zip(grads, exp, strict=True):
-            assert_close(a, e, dtype, factor=2.0, err_msg=f"rms_norm_backward K={K}")
-    for shape, axis, groups in [
-        ((3, 6, 7), 1, 3),
-        ((4, 17, 6), -1, 2),
-        ((2, 4, 33, 5), 1, 2),
-        ((2, 5, 100), 1, 5),
-        ((33, 12), 1, 4),
-    ]:
-        x = normal(rng, shape, dtype, 1.0, 2.0)
-        C = shape[axis]
-        w = normal(rng, (C,), dtype, 1.0, 0.5)
-        b = normal(rng, (C,), dtype)
-        dy = normal(rng, shape, dtype)
-        x64, w64, b64, dy64 = (a.astype(F64) for a in (x, w, b, dy))
-        rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
-        rm_ref, rv_ref = np.zeros(C), np.ones(C)
-        msg = f"{shape} axis={axis}"
-        out = fn.batch_norm(x, w, b, rm, rv, axis=axis, return_stats=True)
-        exp = ref.batch_norm(x64, w64, b64, rm_ref, rv_ref, axis=axis, return_stats=True)
-        for a, e in zip((*out, rm, rv), (*exp, rm_ref, rv_ref), strict=True):
-            assert_close(a, e, dtype, err_msg=f"batch_norm {msg}")
-        grads = fn.batch_norm_backward(dy, x, out[1], out[2], w, axis=axis)
-        exp = ref.batch_norm_backward(
-            dy64, x64, out[1].astype(F64), out[2].astype(F64), w64, axis=axis
-        )
-        for a, e in zip(grads, exp, strict=True):
-            assert_close(a, e, dtype, factor=2.0, err_msg=f"batch_norm_backward {msg}")
-        out = fn.batch_norm(x, w, b, rm, rv, training=False, axis=axis)
-        exp = ref.batch_norm(
-            x64, w64, b64, rm.astype(F64), rv.astype(F64), training=False, axis=axis
-        )
-        assert_close(out, exp, dtype, err_msg=f"batch_norm eval {msg}")
-        for name, fwd, bwd, rfwd, rbwd, g in [
-            (
-                "group_norm",
-                fn.group_norm,
-                fn.group_norm_backward,
-                ref.group_norm,
-                ref.group_norm_backward,
-                groups,
-            ),
-            (
-                "instance_norm",
-                fn.instance_norm,
-                fn.instance_norm_backward,
-                ref.instance_norm,
-                ref.instance_norm_backward,
-                None,
-            ),
-        ]:
-            gargs = () if g is None else (g,)
-            out = fwd(x, *gargs, w, b, axis=axis, return_stats=True)
-            exp = rfwd(x64, *gargs, w64, b64, axis=axis, return_stats=True)
-            for a, e in zip(out, exp, strict=True):
-                assert_close(a, e, dtype, err_msg=f"{name} {msg}")
-            grads = bwd(dy, x, out[1], out[2], *gargs, w, axis=axis)
-            exp = rbwd(dy64, x64, out[1].astype(F64), out[2].astype(F64), *gargs, w64, axis=axis)
-            for a, e in zip(grads, exp, strict=True):
-                assert_close(a, e, dtype, factor=2.0, err_msg=f"{name}_backward {msg}")
-
-
-def check_vector_ops_against_reference(rng, dtype):
-    # weight_norm along axis 0 of 2-d and 1-d v (a one-element slice: dv is 0 up to
-    # rounding, which a float path without fused multiply-adds gets wrong), and along
-    # axis 1; l2_normalize along both axes; cosine_norm
-    for shape, axis in [((300, 257), 0), ((4097,), 0), ((40, 33), 1)]:
-        v = normal(rng, shape, dtype, 0.1, 1.0)
-        g = normal(rng, (shape[axis],), dtype, 1.0, 0.5)
-        dw = normal(rng, shape, dtype)
-        w, norm = fn.weight_norm(v, g, axis=axis, return_stats=True)
-        dv, dg = fn.weight_norm_backward(dw, v, g, norm, axis=axis)
-        rw, rnorm = ref.weight_norm(v.astype(F64), g.astype(F64), axis=axis, return_stats=True)
-        rdv, rdg = ref.weight_norm_backward(dw.astype(F64), v.astype(F64), g.astype(F64),
-                                            norm.astype(F64), axis=axis)
-        for a, e, name in zip((w, norm, dv, dg), (rw, rnorm, rdv, rdg), ("w", "norm", "dv", "dg"),
-                              strict=True):
-            assert_close(a, e, dtype, err_msg=f"weight_norm {shape} axis={axis}: {name}")
-    for axis in (0, 1):
-        x = normal(rng, (70, 300), dtype, 0.2, 1.0)
-        dy = normal(rng, x.shape, dtype)
-        y, norm = fn.l2_normalize(x, axis=axis, return_stats=True)
-        dx = fn.l2_normalize_backward(dy, y, norm, axis=axis)
-        ry, rnorm = ref.l2_normalize(x.astype(F64), axis=axis, return_stats=True)
-        rdx = ref.l2_normalize_backward(dy.astype(F64), y.astype(F64), norm.astype(F64),
-                                        axis=axis)
-        for a, e, name in zip((y, norm, dx), (ry, rnorm, rdx), ("y", "norm", "dx"), strict=True):
-            assert_close(a, e, dtype, err_msg=f"l2_normalize axis={axis}: {name}")
-    x = normal(rng, (20, 65), dtype)
-    wc = normal(rng, (7, 65), dtype)
-    dy = normal(rng, (20, 7), dtype)
-    out = fn.cosine_norm(x, wc, return_stats=True)
-    grads = fn.cosine_norm_backward(dy, x, wc, out[1], out[2])
-    exp = ref.cosine_norm(x.astype(F64), wc.astype(F64), return_stats=True)
-    rgrads = ref.cosine_norm_backward(dy.astype(F64), x.astype(F64), wc.astype(F64),
-                                      out[1].astype(F64), out[2].astype(F64))
-    for a, e in zip((*out, *grads), (*exp, *rgrads), strict=True):
-        assert_close(a, e, dtype, factor=2.0, err_msg="cosine_norm")
-
-
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("level", supported_levels())
 def test_every_supported_simd_level_matches_reference(restore_simd, level, dtype):
     assert _runtime._simd_level(level) == level
     assert _runtime.config()["simd"] == level
-    check_all_ops_against_reference(np.random.default_rng(11), dtype)
-    check_vector_ops_against_reference(np.random.default_rng(12), dtype)
+    rng = np.random.default_rng(11)
+    for op in _ops.OPS:
+        check_op_against_reference(op, rng, dtype)
 
 
 def test_simd_level_unknown_name_value_error(restore_simd):
@@ -402,7 +226,7 @@ import json, warnings
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     import fastnorm
-    from fastnorm import _kernels, _runtime
+    from fastnorm import _kernels, _ops, _runtime
 print(json.dumps({
     "simd": _runtime.config()["simd"],
     "supported": _kernels.isa_supported(),
