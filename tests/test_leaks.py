@@ -1,7 +1,7 @@
 """No memory growth over many calls (EDGE_CASES 28).
 
-Every public function, forward and backward, is called about 20 000 times in all on small
-inputs (with and without the optional parameters, statistics and ``out=``, a non-contiguous
+Every op of fastnorm._ops, forward and backward, is called on its first two cases (tens of
+thousands of calls in all) on small inputs (with and without the optional parameters, statistics and ``out=``, a non-contiguous
 input, and calls that raise TypeError, ValueError or AxisError), plus a few calls large enough
 to run on several threads with scratch buffers. After a warm-up, the process's resident set
 size (/proc/self/statm) and the memory traced by tracemalloc must stay flat.
@@ -18,6 +18,7 @@ import pytest
 from numpy.exceptions import AxisError
 
 import fastnorm as fn
+from fastnorm import _ops
 
 ROUNDS = 400
 WARMUP_ROUNDS = 60
@@ -41,71 +42,76 @@ def _raises(func, *args, **kwargs):
     return call
 
 
+BIG = {"rows": (64, 1024), "channels": (8, 32, 16, 16), "vectors": (64, 1024)}
+BIG_COSINE = (256, 128, 256)
+
+
+def op_calls(rng, op, shape, params):
+    """Zero-argument calls of one op of fastnorm._ops: forward and backward, with and without
+    the optional parameters, statistics and out=, and on a Fortran-ordered x."""
+    calls = []
+    for affine in (True, False) if op.optional else (True,):
+        a = op.make_inputs(rng, shape, np.float32 if affine else np.float64, params,
+                           affine=affine)  # fmt: skip
+        saved = op.call_forward(fn, a, params, stats=True)
+        saved = saved if isinstance(saved, tuple) else (saved,)
+        fortran = {**a, "x": np.asfortranarray(a["x"])}
+        calls.append(lambda a=a: op.call_forward(fn, a, params))
+        calls.append(lambda a=fortran: op.call_forward(fn, a, params, stats=True))
+        if op.forward_out:
+            out = np.empty_like(a["x"])
+            calls.append(lambda a=a, out=out: op.call_forward(fn, a, params, out=out, stats=True))
+        if op.backward is not None:
+            calls.append(lambda a=a, s=saved: op.call_backward(fn, a, s, params))
+            if op.backward_out:
+                dx = np.empty_like(a["x"])
+                calls.append(lambda a=a, s=saved, dx=dx: op.call_backward(fn, a, s, params,
+                                                                          out=dx))  # fmt: skip
+    return calls
+
+
 def make_calls(rng, *, big=False):
     """Zero-argument callables covering the public API (and its error paths)."""
-    f32, f64 = np.float32, np.float64
-    shape = (64, 1024) if big else (4, 7)
-    x = rng.standard_normal(shape).astype(f32)
-    x64 = x.astype(f64)
-    xt = np.asfortranarray(x64)
-    dy = rng.standard_normal(shape).astype(f32)
-    K = shape[1]
-    w, b = rng.standard_normal(K).astype(f32), rng.standard_normal(K).astype(f32)
-    out = np.empty_like(x)
-
-    _, mean, rstd = fn.layer_norm(x, w, b, return_stats=True)
-    _, rrstd = fn.rms_norm(x, w, return_stats=True)
-
-    img = rng.standard_normal((2, 6, 3, 5) if not big else (8, 32, 16, 16)).astype(f64)
-    dimg = rng.standard_normal(img.shape)
-    C = img.shape[1]
-    cw, cb = rng.standard_normal(C), rng.standard_normal(C)
-    rm, rv = np.zeros(C), np.ones(C)
-    img_out = np.empty_like(img)
-    _, bm, br = fn.batch_norm(img, cw, cb, return_stats=True)
-    _, gm, gr = fn.group_norm(img, 2, cw, cb, return_stats=True)
-    _, im, ir = fn.instance_norm(img, cw, cb, return_stats=True)
-    y, norm = fn.l2_normalize(x, return_stats=True)
-    v = rng.standard_normal(shape)
-    g = rng.standard_normal(shape[0])
-    _, vnorm = fn.weight_norm(v, g, return_stats=True)
-    xs = rng.standard_normal((5, 9) if not big else (256, 256))
-    ws = rng.standard_normal((3, 9) if not big else (128, 256))
-    _, xn, wn = fn.cosine_norm(xs, ws, return_stats=True)
-    dcos = rng.standard_normal((xs.shape[0], ws.shape[0]))
-
-    calls = [
-        lambda: fn.layer_norm(x),
-        lambda: fn.layer_norm(x, w, b, out=out, return_stats=True),
-        lambda: fn.layer_norm(xt, axis=0),
-        lambda: fn.layer_norm_backward(dy, x, mean, rstd, w),
-        lambda: fn.layer_norm_backward(dy, x, mean, rstd),
-        lambda: fn.rms_norm(x, w, return_stats=True),
-        lambda: fn.rms_norm(x64[:, ::-1]),
-        lambda: fn.rms_norm_backward(dy, x, rrstd, w),
-        lambda: fn.batch_norm(img, cw, cb, rm, rv, return_stats=True),
-        lambda: fn.batch_norm(img, running_mean=rm, running_var=rv, training=False),
-        lambda: fn.batch_norm(np.moveaxis(img, 1, -1), cw, cb, axis=-1),
-        lambda: fn.batch_norm_backward(dimg, img, bm, br, cw),
-        lambda: fn.batch_norm_backward(dimg, img, bm, br, training=False),
-        lambda: fn.group_norm(img, 2, cw, cb, out=img_out, return_stats=True),
-        lambda: fn.group_norm_backward(dimg, img, gm, gr, 2, cw),
-        lambda: fn.instance_norm(img, cw, cb, return_stats=True),
-        lambda: fn.instance_norm(img, axis=-1),
-        lambda: fn.instance_norm_backward(dimg, img, im, ir, cw),
-        lambda: fn.l2_normalize(x, return_stats=True),
-        lambda: fn.l2_normalize(x64, axis=0),
-        lambda: fn.l2_normalize_backward(dy, y, norm),
-        lambda: fn.weight_norm(v, g, return_stats=True),
-        lambda: fn.weight_norm_backward(v, v, g, vnorm),
-        lambda: fn.cosine_norm(xs, ws, return_stats=True),
-        lambda: fn.cosine_norm_backward(dcos, xs, ws, xn, wn),
-    ]
+    calls = []
+    for op in _ops.OPS:
+        if big:
+            shape = BIG_COSINE if op.name == "cosine_norm" else BIG[op.family]
+            cases = [(shape, {})]
+        else:
+            cases = op.cases[:2]
+        for shape, params in cases:
+            for variant in op.variants:
+                calls += op_calls(rng, op, shape, {**params, **variant})
     if big:
         return calls
+    calls += error_calls(rng)
+    return calls
+
+
+def error_calls(rng):
+    """Calls that raise TypeError, ValueError or AxisError."""
+    f32 = np.float32
+    x = rng.standard_normal((4, 7)).astype(f32)
+    dy = rng.standard_normal(x.shape).astype(f32)
+    w = rng.standard_normal(7).astype(f32)
+    _, mean, rstd = fn.layer_norm(x, w, return_stats=True)
+    _, rrstd = fn.rms_norm(x, w, return_stats=True)
+    img = rng.standard_normal((2, 6, 3, 5))
+    dimg = rng.standard_normal(img.shape)
+    rm, rv = np.zeros(6), np.ones(6)
+    _, bm, br = fn.batch_norm(img, return_stats=True)
+    _, gm, gr = fn.group_norm(img, 2, return_stats=True)
+    _, im, ir = fn.instance_norm(img, return_stats=True)
+    y, norm = fn.l2_normalize(x, return_stats=True)
+    v = rng.standard_normal((4, 7))
+    g = rng.standard_normal(4)
+    _, vnorm = fn.weight_norm(v, g, return_stats=True)
+    xs, ws = rng.standard_normal((5, 9)), rng.standard_normal((3, 9))
+    _, xn, wn = fn.cosine_norm(xs, ws, return_stats=True)
+    dcos = rng.standard_normal((5, 3))
     ro = np.empty_like(x)
     ro.flags.writeable = False
-    calls += [
+    return [
         _raises(fn.layer_norm, x.astype(np.int32)),
         _raises(fn.layer_norm, x, w[:-1]),
         _raises(fn.layer_norm, x, axis=5),
@@ -132,7 +138,6 @@ def make_calls(rng, *, big=False):
         _raises(fn.layer_norm, [[1.0, 2.0], [3.0]]),
         _raises(fn.layer_norm, np.array([object()])),
     ]
-    return calls
 
 
 def run(calls, rounds):
