@@ -36,7 +36,7 @@ import sys
 import numpy as np
 
 import fastnorm as fn
-from fastnorm import _kernels, _runtime
+from fastnorm import _kernels, _ops, _runtime
 from fastnorm import distributed as fn_dist
 from fastnorm import reference as ref
 
@@ -79,8 +79,9 @@ def probe(*arrays):
     return arrays
 
 
-def check(name, got, expected, dtype):
-    """Loose comparison with the float64 reference (NaN where the reference has NaN)."""
+def check(name, got, expected, dtype, tol_dtype=None):
+    """Loose comparison with the float64 reference (NaN where the reference has NaN), at the
+    accuracy of ``tol_dtype`` (default ``dtype``); integers exactly."""
     if expected is None:
         if got is not None:
             _failures.append(f"{_state['label']}: {name}: expected None")
@@ -93,7 +94,11 @@ def check(name, got, expected, dtype):
     if got.dtype != dtype:
         _failures.append(f"{_state['label']}: {name}: dtype {got.dtype} != {dtype}")
         return
-    tol = TOL[np.dtype(dtype)]
+    if got.dtype.kind in "iu":
+        if not np.array_equal(got, exp):
+            _failures.append(f"{_state['label']}: {name}: {got} != {exp}")
+        return
+    tol = TOL[np.dtype(tol_dtype or dtype)]
     finite = exp[np.isfinite(exp)]
     scale = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
     if not np.allclose(got.astype(np.float64), exp, rtol=tol, atol=tol * scale, equal_nan=True):
@@ -169,300 +174,148 @@ def out_variants(shape, dtype, x=None):
 
 # ------------------------------------------------------------------------- the ops
 
-
-def run_rows(rng, dtype, quick):
-    # (shape, axis): odd last sizes (vector tails), several normalized axes, K = 1.
-    configs = [((5, 37), -1), ((3, 4, 19), 1), ((6, 1), -1), ((2, 3, 5, 7), -2)]
-    if quick:
-        configs = configs[:2]
-    for shape, axis in configs:
-        nshape = shape[axis:] if axis >= 0 else shape[len(shape) + axis :]
-        x = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
-        w = (rng.standard_normal(nshape) * 0.5 + 1).astype(dtype)
-        b = rng.standard_normal(nshape).astype(dtype)
-        dy = rng.standard_normal(shape).astype(dtype)
-        for lname in layouts(quick):
-            xl, wl, bl, dyl = (lay(lname, a) for a in (x, w, b, dy))
-            for wname, ww, bb in (("affine", wl, bl), ("plain", None, None)):
-                tag = f"{dtype.name} {shape} axis={axis} {lname} {wname}"
-                # layer norm
-                case(f"layer_norm {tag}")
-                y, mean, rstd = probe(*fn.layer_norm(xl, ww, bb, axis=axis, return_stats=True))
-                exp = ref.layer_norm(f64(x), f64(ww), f64(bb), axis=axis, return_stats=True)
-                check_all(("y", "mean", "rstd"), (y, mean, rstd), exp, dtype)
-                case(f"layer_norm_backward {tag}")
-                grads = probe(*fn.layer_norm_backward(dyl, xl, mean, rstd, ww, axis=axis))
-                exp = ref.layer_norm_backward(f64(dy), f64(x), f64(mean), f64(rstd), f64(ww),
-                                              axis=axis)
-                check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
-                # rms norm
-                case(f"rms_norm {tag}")
-                y, rstd = probe(*fn.rms_norm(xl, ww, axis=axis, return_stats=True))
-                exp = ref.rms_norm(f64(x), f64(ww), axis=axis, return_stats=True)
-                check_all(("y", "rstd"), (y, rstd), exp, dtype)
-                case(f"rms_norm_backward {tag}")
-                grads = probe(*fn.rms_norm_backward(dyl, xl, rstd, ww, axis=axis))
-                exp = ref.rms_norm_backward(f64(dy), f64(x), f64(rstd), f64(ww), axis=axis)
-                check_all(("dx", "dweight"), grads, exp, dtype)
-        # out= variants, contiguous inputs
-        tag = f"{dtype.name} {shape} axis={axis}"
-        for oname, out in out_variants(shape, dtype, x.copy()):
-            case(f"layer_norm {tag} {oname}")
-            xin = out if oname == "out=x" else x
-            y = probe(fn.layer_norm(xin, w, b, axis=axis, out=out))[0]
-            check("y", y, ref.layer_norm(f64(x), f64(w), f64(b), axis=axis), dtype)
-            if out is not None and y is not out:
-                _failures.append(f"{_state['label']}: the result is not out")
-        for oname, out in out_variants(shape, dtype, x.copy()):
-            case(f"rms_norm {tag} {oname}")
-            xin = out if oname == "out=x" else x
-            y = probe(fn.rms_norm(xin, w, axis=axis, out=out))[0]
-            check("y", y, ref.rms_norm(f64(x), f64(w), axis=axis), dtype)
-    # an empty batch
-    case(f"layer_norm/rms_norm {dtype.name} empty batch")
-    x = np.zeros((0, 9), dtype)
-    y, mean, rstd = probe(*fn.layer_norm(x, np.ones(9, dtype), return_stats=True))
-    probe(*fn.layer_norm_backward(x, x, mean, rstd, np.ones(9, dtype)))
-    y, rstd = probe(*fn.rms_norm(x, np.ones(9, dtype), return_stats=True))
-    probe(*fn.rms_norm_backward(x, x, rstd, np.ones(9, dtype)))
+# Input variants beyond the layouts, per op: (name, change of the inputs).
+def _zero_vector(a, p):
+    x = a["x"].copy()
+    if x.ndim > 1:
+        x[(0,) * (x.ndim - 1)] = 0  # a zero vector (or element) along the way
+    return {**a, "x": x}
 
 
-def run_channels(rng, dtype, quick):
-    # (shape, channel axis): NCHW and NHWC with odd sizes; C = 6 for groups of 2 and 3.
-    configs = [((3, 6, 5, 7), 1), ((3, 5, 7, 6), -1), ((4, 6), 1), ((2, 6, 9), 1), ((2, 9, 6), 2)]
-    if quick:
-        configs = configs[:2]
-    for shape, axis in configs:
-        C = shape[axis]
-        x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
-        w = (rng.standard_normal(C) * 0.5 + 1).astype(dtype)
-        b = rng.standard_normal(C).astype(dtype)
-        dy = rng.standard_normal(shape).astype(dtype)
-        rm0 = rng.standard_normal(C)
-        rv0 = rng.uniform(0.5, 2.0, C)
-        for lname in layouts(quick):
-            xl, wl, bl, dyl = (lay(lname, a) for a in (x, w, b, dy))
-            for wname, ww, bb in (("affine", wl, bl), ("plain", None, None)):
-                tag = f"{dtype.name} {shape} axis={axis} {lname} {wname}"
-                # batch norm, training, running statistics of the other float dtype
-                case(f"batch_norm train {tag}")
-                rdt = F64 if dtype == F32 else F32
-                rm, rv = rm0.astype(rdt), rv0.astype(rdt)
-                rm_ref, rv_ref = f64(rm).copy(), f64(rv).copy()
-                out = fn.batch_norm(xl, ww, bb, rm, rv, axis=axis, momentum=0.3,
-                                    return_stats=True)
-                y, mean, rstd = probe(*out)
-                probe(rm, rv)
-                exp = ref.batch_norm(f64(x), f64(ww), f64(bb), rm_ref, rv_ref, axis=axis,
-                                     momentum=0.3, return_stats=True)
-                check_all(("y", "mean", "rstd"), out, exp, dtype)
-                check("running_mean", rm, rm_ref, rdt)
-                check("running_var", rv, rv_ref, rdt)
-                case(f"batch_norm_backward train {tag}")
-                grads = probe(*fn.batch_norm_backward(dyl, xl, mean, rstd, ww, axis=axis))
-                exp = ref.batch_norm_backward(f64(dy), f64(x), f64(mean), f64(rstd), f64(ww),
-                                              axis=axis)
-                check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
-                # batch norm, training, no running statistics
-                case(f"batch_norm train no-running {tag}")
-                y = probe(fn.batch_norm(xl, ww, bb, axis=axis))[0]
-                check("y", y, ref.batch_norm(f64(x), f64(ww), f64(bb), axis=axis), dtype)
-                # batch norm, evaluation
-                case(f"batch_norm eval {tag}")
-                rme, rve = rm0.astype(dtype), rv0.astype(dtype)
-                out = fn.batch_norm(xl, ww, bb, rme, rve, training=False, axis=axis,
-                                    return_stats=True)
-                y, mean_e, rstd_e = probe(*out)
-                exp = ref.batch_norm(f64(x), f64(ww), f64(bb), f64(rme), f64(rve),
-                                     training=False, axis=axis, return_stats=True)
-                check_all(("y", "mean", "rstd"), out, exp, dtype)
-                case(f"batch_norm_backward eval {tag}")
-                grads = probe(*fn.batch_norm_backward(dyl, xl, mean_e, rstd_e, ww, axis=axis,
-                                                      training=False))
-                exp = ref.batch_norm_backward(f64(dy), f64(x), f64(mean_e), f64(rstd_e),
-                                              f64(ww), axis=axis, training=False)
-                check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
-                # mergeable moments, and synchronized batch norm with a one-rank communicator
-                case(f"batch_moments {tag}")
-                got = probe(*fn.batch_moments(xl, axis=axis))
-                exp = ref.batch_moments(f64(x), axis=axis)
-                check_all(("mean", "m2"), got[1:], exp[1:], F64)
-                case(f"sync_batch_norm {tag}")
-                out = fn_dist.sync_batch_norm(xl, ww, bb, axis=axis, comm=_OneRank(),
-                                              return_stats=True)
-                y, mean_s, rstd_s = probe(*out)
-                exp = ref.batch_norm(f64(x), f64(ww), f64(bb), axis=axis, return_stats=True)
-                check_all(("y", "mean", "rstd"), out, exp, dtype)
-                case(f"sync_batch_norm_backward {tag}")
-                grads = probe(*fn_dist.sync_batch_norm_backward(dyl, xl, mean_s, rstd_s, ww,
-                                                                axis=axis, comm=_OneRank()))
-                exp = ref.batch_norm_backward(f64(dy), f64(x), f64(mean_s), f64(rstd_s),
-                                              f64(ww), axis=axis)
-                check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
-                # group norm (2 and 3 groups; 1 group = layer norm over C and positions)
-                if len(shape) >= 2:
-                    for G in (1, 2, 3):
-                        case(f"group_norm G={G} {tag}")
-                        out = fn.group_norm(xl, G, ww, bb, axis=axis, return_stats=True)
-                        y, mean, rstd = probe(*out)
-                        exp = ref.group_norm(f64(x), G, f64(ww), f64(bb), axis=axis,
-                                             return_stats=True)
-                        check_all(("y", "mean", "rstd"), out, exp, dtype)
-                        case(f"group_norm_backward G={G} {tag}")
-                        grads = probe(*fn.group_norm_backward(dyl, xl, mean, rstd, G, ww,
-                                                              axis=axis))
-                        exp = ref.group_norm_backward(f64(dy), f64(x), f64(mean), f64(rstd), G,
-                                                      f64(ww), axis=axis)
-                        check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
-                    case(f"instance_norm {tag}")
-                    out = fn.instance_norm(xl, ww, bb, axis=axis, return_stats=True)
-                    y, mean, rstd = probe(*out)
-                    exp = ref.instance_norm(f64(x), f64(ww), f64(bb), axis=axis,
-                                            return_stats=True)
-                    check_all(("y", "mean", "rstd"), out, exp, dtype)
-                    case(f"instance_norm_backward {tag}")
-                    grads = probe(*fn.instance_norm_backward(dyl, xl, mean, rstd, ww, axis=axis))
-                    exp = ref.instance_norm_backward(f64(dy), f64(x), f64(mean), f64(rstd),
-                                                     f64(ww), axis=axis)
-                    check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
-        # out= variants, contiguous inputs
-        tag = f"{dtype.name} {shape} axis={axis}"
-        for oname, out in out_variants(shape, dtype, x.copy()):
-            case(f"batch_norm {tag} {oname}")
-            xin = out if oname == "out=x" else x
-            rm, rv = rm0.copy(), rv0.copy()
-            y = probe(fn.batch_norm(xin, w, b, rm, rv, axis=axis, out=out))[0]
-            probe(rm, rv)
-            check("y", y, ref.batch_norm(f64(x), f64(w), f64(b), axis=axis), dtype)
-        for oname, out in out_variants(shape, dtype, x.copy()):
-            case(f"batch_norm eval {tag} {oname}")
-            xin = out if oname == "out=x" else x
-            y = probe(fn.batch_norm(xin, w, b, rm0, rv0, training=False, axis=axis, out=out))[0]
-            exp = ref.batch_norm(f64(x), f64(w), f64(b), rm0, rv0, training=False, axis=axis)
-            check("y", y, exp, dtype)
-        if len(shape) >= 2:
-            for oname, out in out_variants(shape, dtype, x.copy()):
-                case(f"group_norm {tag} {oname}")
-                xin = out if oname == "out=x" else x
-                y = probe(fn.group_norm(xin, 3, w, b, axis=axis, out=out))[0]
-                check("y", y, ref.group_norm(f64(x), 3, f64(w), f64(b), axis=axis), dtype)
-            for oname, out in out_variants(shape, dtype, x.copy()):
-                case(f"instance_norm {tag} {oname}")
-                xin = out if oname == "out=x" else x
-                y = probe(fn.instance_norm(xin, w, b, axis=axis, out=out))[0]
-                check("y", y, ref.instance_norm(f64(x), f64(w), f64(b), axis=axis), dtype)
-    # an empty batch: empty outputs, running statistics untouched
-    case(f"batch/group/instance norm {dtype.name} empty batch")
-    x = np.zeros((0, 6, 5), dtype)
-    rm, rv = np.zeros(6, dtype), np.ones(6, dtype)
-    y, mean, rstd = probe(*fn.batch_norm(x, None, None, rm, rv, return_stats=True))
-    probe(*fn.batch_norm_backward(x, x, mean, rstd, np.ones(6, dtype)))
-    y, mean, rstd = probe(*fn.group_norm(x, 2, np.ones(6, dtype), return_stats=True))
-    probe(*fn.group_norm_backward(x, x, mean, rstd, 2, np.ones(6, dtype)))
-    y, mean, rstd = probe(*fn.instance_norm(x, return_stats=True))
-    probe(*fn.instance_norm_backward(x, x, mean, rstd))
+def _zero_unit(a, p):
+    x = a["x"].copy()
+    ax = p.get("axis", 0) % x.ndim
+    x[(slice(None),) * ax + (0,)] = 0  # one zero slice: a zero norm
+    return {**a, "x": x}
 
 
-def run_vectors(rng, dtype, quick):
-    # l2_normalize over each axis of odd-sized arrays
-    configs = [((5, 37), -1), ((5, 37), 0), ((3, 7, 5), 1), ((9,), 0)]
-    if quick:
-        configs = configs[:2]
-    for shape, axis in configs:
-        x = rng.standard_normal(shape).astype(dtype)
-        if len(shape) > 1:
-            x[(0,) * (len(shape) - 1)] = 0  # a zero vector (or element) along the way
-        dy = rng.standard_normal(shape).astype(dtype)
-        for lname in layouts(quick):
-            xl, dyl = lay(lname, x), lay(lname, dy)
-            tag = f"{dtype.name} {shape} axis={axis} {lname}"
-            case(f"l2_normalize {tag}")
-            y, norm = probe(*fn.l2_normalize(xl, axis=axis, return_stats=True))
-            exp = ref.l2_normalize(f64(x), axis=axis, return_stats=True)
-            check_all(("y", "norm"), (y, norm), exp, dtype)
-            case(f"l2_normalize_backward {tag}")
-            dx = probe(fn.l2_normalize_backward(dyl, lay(lname, y), norm, axis=axis))[0]
-            check("dx", dx, ref.l2_normalize_backward(f64(dy), f64(y), f64(norm), axis=axis),
-                  dtype)
-        tag = f"{dtype.name} {shape} axis={axis}"
-        for oname, out in out_variants(shape, dtype, x.copy()):
-            case(f"l2_normalize {tag} {oname}")
-            xin = out if oname == "out=x" else x
-            y = probe(fn.l2_normalize(xin, axis=axis, out=out))[0]
-            check("y", y, ref.l2_normalize(f64(x), axis=axis), dtype)
-    # weight norm: g as (C,) or keepdims, one norm per unit along `axis`
-    for shape, axis in [((6, 5, 3), 0), ((4, 7), 1), ((7,), 0), ((3, 5, 2), -1)]:
-        C = shape[axis]
-        v = rng.standard_normal(shape).astype(dtype)
-        v[(slice(None),) * (axis % len(shape)) + (0,)] = 0  # one zero slice
-        keep = tuple(C if i == axis % len(shape) else 1 for i in range(len(shape)))
-        g = (rng.standard_normal(C) + 1).astype(dtype)
-        dw = rng.standard_normal(shape).astype(dtype)
-        for lname in layouts(quick):
-            for gname, gg in (("g(C,)", g), ("g keepdims", g.reshape(keep))):
-                vl, gl, dwl = lay(lname, v), lay(lname, gg), lay(lname, dw)
-                tag = f"{dtype.name} {shape} axis={axis} {lname} {gname}"
-                case(f"weight_norm {tag}")
-                w, norm = probe(*fn.weight_norm(vl, gl, axis=axis, return_stats=True))
-                exp = ref.weight_norm(f64(v), f64(gg), axis=axis, return_stats=True)
-                check_all(("w", "norm"), (w, norm), exp, dtype)
-                case(f"weight_norm_backward {tag}")
-                grads = probe(*fn.weight_norm_backward(dwl, vl, gl, norm, axis=axis))
-                exp = ref.weight_norm_backward(f64(dw), f64(v), f64(gg), f64(norm), axis=axis)
-                check_all(("dv", "dg"), grads, exp, dtype)
-    # cosine norm: x (N, D), w (M, D), odd D
-    for N, M, D in [(6, 4, 17), (1, 3, 5), (7, 9, 33)]:
-        x = rng.standard_normal((N, D)).astype(dtype)
-        w = rng.standard_normal((M, D)).astype(dtype)
-        dy = rng.standard_normal((N, M)).astype(dtype)
-        for lname in layouts(quick):
-            xl, wl, dyl = lay(lname, x), lay(lname, w), lay(lname, dy)
-            tag = f"{dtype.name} N={N} M={M} D={D} {lname}"
-            case(f"cosine_norm {tag}")
-            y, xn, wn = probe(*fn.cosine_norm(xl, wl, return_stats=True))
-            exp = ref.cosine_norm(f64(x), f64(w), return_stats=True)
-            check_all(("y", "x_norm", "w_norm"), (y, xn, wn), exp, dtype)
-            case(f"cosine_norm_backward {tag}")
-            grads = probe(*fn.cosine_norm_backward(dyl, xl, wl, xn, wn))
-            exp = ref.cosine_norm_backward(f64(dy), f64(x), f64(w), f64(xn), f64(wn))
-            check_all(("dx", "dw"), grads, exp, dtype)
+def _g_keepdims(a, p):
+    x = a["x"]
+    ax = p.get("axis", 0) % x.ndim
+    keep = tuple(x.shape[ax] if i == ax else 1 for i in range(x.ndim))
+    return {**a, "g": a["g"].reshape(keep)}
+
+
+EXTRA_INPUTS = {
+    "l2_normalize": [("zero vector", _zero_vector)],
+    "weight_norm": [("zero unit", _zero_unit), ("g keepdims", _g_keepdims)],
+}
+
+
+def _laid_out(op, a, lname):
+    """Every array in layout ``lname``, except the running statistics (updated in place;
+    non-native byte order is refused there)."""
+    return {k: (v if k in op.running else lay(lname, v)) for k, v in a.items()}
+
+
+def _other_float(a, keys, dtype):
+    other = F64 if dtype == F32 else F32
+    return {**a, **{k: a[k].astype(other) for k in keys}}
+
+
+def run_case(op, tag, a, params, dtype, lname="contiguous"):
+    """One op forward and backward on ``a`` laid out as ``lname``; every result probed and
+    compared with the reference on ``a``'s values."""
+    case(f"{op.name} {tag}")
+    la = _laid_out(op, a, lname)
+    got = op.run(fn, la, params)
+    running = [la[k] for k in op.running if k in la]
+    probe(*(g for g in got if isinstance(g, np.ndarray)), *running)
+    expected = op.run(ref, _ops.float64(a), params)
+    for label, g, e in zip(op.labels(a), got, expected, strict=True):
+        rdt = op.result_dtype(label, a[label].dtype if label in a else dtype)
+        check(label, g, e, rdt, tol_dtype=F32 if F32 in (rdt, np.dtype(dtype)) else F64)
+
+
+def run_op(op, rng, dtype, quick):
+    cases = op.cases[:2] if quick else op.cases
+    for shape, params in cases:
+        for variant in op.variants:
+            p = {**params, **variant}
+            base = op.make_inputs(rng, shape, dtype, p)
+            inputs = [("affine", base)]
+            if op.optional:
+                inputs.append(("plain", {k: v for k, v in base.items() if k not in op.optional}))
+            if op.running and p.get("training", True):
+                inputs.append(("running other dtype", _other_float(base, op.running, dtype)))
+            inputs += [(name, change(base, p)) for name, change in EXTRA_INPUTS.get(op.name, [])]
+            for iname, a in inputs:
+                for lname in layouts(quick):
+                    run_case(op, f"{dtype.name} {shape} {p} {lname} {iname}", a, p, dtype,
+                             lname)  # fmt: skip
+            if op.name == "batch_norm" and p["training"]:
+                run_sync(base, p, dtype, f"{dtype.name} {shape} {p}")
+            if not op.forward_out:
+                continue
+            # out= variants, contiguous inputs
+            expected = op.call_forward(ref, _ops.float64(base), p)
+            for oname, out in out_variants(base["x"].shape, dtype, base["x"].copy()):
+                case(f"{op.name} {dtype.name} {shape} {p} {oname}")
+                a = {**base, "x": out} if oname == "out=x" else base
+                a = {**a, **{k: np.array(a[k]) for k in op.running}}
+                y = probe(op.call_forward(fn, a, p, out=out))[0]
+                check("y", y, expected, dtype)
+                if out is not None and y is not out:
+                    _failures.append(f"{_state['label']}: the result is not out")
+
+
+def run_sync(a, p, dtype, tag):
+    """fastnorm.distributed's synchronized batch norm with a one-rank communicator."""
+    w, b, x, dy, axis = a.get("weight"), a.get("bias"), a["x"], a["dy"], p["axis"]
+    case(f"sync_batch_norm {tag}")
+    out = fn_dist.sync_batch_norm(x, w, b, axis=axis, comm=_OneRank(), return_stats=True)
+    y, mean, rstd = probe(*out)
+    exp = ref.batch_norm(f64(x), f64(w), f64(b), axis=axis, return_stats=True)
+    check_all(("y", "mean", "rstd"), out, exp, dtype)
+    case(f"sync_batch_norm_backward {tag}")
+    grads = probe(*fn_dist.sync_batch_norm_backward(dy, x, mean, rstd, w, axis=axis,
+                                                    comm=_OneRank()))  # fmt: skip
+    exp = ref.batch_norm_backward(f64(dy), f64(x), f64(mean), f64(rstd), f64(w), axis=axis)
+    check_all(("dx", "dweight", "dbias"), grads, exp, dtype)
+
+
+# An empty batch: empty outputs, running statistics untouched.
+EMPTY = {"rows": ((0, 9), {}), "channels": ((0, 6, 5), {})}
+
+
+def run_empty(rng, dtype):
+    for op in _ops.OPS:
+        if op.family not in EMPTY or op.name in ("batch_moments", "merge_moments"):
+            continue
+        shape, params = EMPTY[op.family]
+        p = {"num_groups": 2} if op.name == "group_norm" else params
+        for variant in op.variants:
+            if variant.get("training") is False:
+                continue
+            run_case(op, f"{dtype.name} empty batch {shape}", op.make_inputs(rng, shape, dtype, p),
+                     {**p, **variant}, dtype)  # fmt: skip
+
+
+# Above the 32768-element threshold, with 2 OpenMP threads.
+THREADED = {
+    "layer_norm": [((5, 6613), {})],
+    "rms_norm": [((5, 6613), {})],
+    "batch_norm": [((3, 6, 43, 43), {}), ((3, 43, 43, 6), {"axis": -1})],
+    "group_norm": [((3, 6, 43, 43), {"num_groups": 3}),
+                   ((3, 43, 43, 6), {"num_groups": 3, "axis": -1})],
+    "instance_norm": [((3, 6, 43, 43), {}), ((3, 43, 43, 6), {"axis": -1})],
+    "batch_moments": [((3, 43, 43, 6), {"axis": -1})],
+    "merge_moments": [((3, 6, 43, 43), {})],
+    "l2_normalize": [((5, 6613), {"axis": 0})],
+    "weight_norm": [((5, 6613), {})],
+    "cosine_norm": [((150, 140, 231), {})],
+}  # fmt: skip
 
 
 def run_threaded(rng, dtype):
-    """Above the 32768-element threshold, with 2 OpenMP threads."""
     fn.set_num_threads(2)
     try:
-        x = rng.standard_normal((5, 6613)).astype(dtype)  # 33065 elements, odd row length
-        dy = rng.standard_normal(x.shape).astype(dtype)
-        case(f"threaded layer_norm/rms_norm {dtype.name} {x.shape}")
-        y, mean, rstd = probe(*fn.layer_norm(x, return_stats=True))
-        check("y", y, ref.layer_norm(f64(x)), dtype)
-        grads = probe(*fn.layer_norm_backward(dy, x, mean, rstd))
-        check("dx", grads[0], ref.layer_norm_backward(f64(dy), f64(x), f64(mean), f64(rstd))[0],
-              dtype)
-        y, rstd = probe(*fn.rms_norm(x, return_stats=True))
-        probe(*fn.rms_norm_backward(dy, x, rstd))
-        xb = rng.standard_normal((3, 6, 43, 43)).astype(dtype)  # 33282 elements
-        dyb = rng.standard_normal(xb.shape).astype(dtype)
-        for axis, xx, dd in ((1, xb, dyb), (-1, np.moveaxis(xb, 1, -1).copy(),
-                                            np.moveaxis(dyb, 1, -1).copy())):
-            case(f"threaded batch/group/instance norm {dtype.name} {xx.shape} axis={axis}")
-            rm, rv = np.zeros(6, dtype), np.ones(6, dtype)
-            y, mean, rstd = probe(*fn.batch_norm(xx, None, None, rm, rv, axis=axis,
-                                                 return_stats=True))
-            check("y", y, ref.batch_norm(f64(xx), axis=axis), dtype)
-            probe(*fn.batch_norm_backward(dd, xx, mean, rstd, axis=axis))
-            y, mean, rstd = probe(*fn.group_norm(xx, 3, axis=axis, return_stats=True))
-            check("y", y, ref.group_norm(f64(xx), 3, axis=axis), dtype)
-            probe(*fn.group_norm_backward(dd, xx, mean, rstd, 3, axis=axis))
-            y, mean, rstd = probe(*fn.instance_norm(xx, axis=axis, return_stats=True))
-            probe(*fn.instance_norm_backward(dd, xx, mean, rstd, axis=axis))
-        case(f"threaded l2_normalize/weight_norm {dtype.name}")
-        y, norm = probe(*fn.l2_normalize(x, axis=0, return_stats=True))
-        probe(fn.l2_normalize_backward(dy, y, norm, axis=0))
-        g = np.ones(x.shape[0], dtype)
-        w, norm = probe(*fn.weight_norm(x, g, return_stats=True))
-        probe(*fn.weight_norm_backward(dy, x, g, norm))
+        for op in _ops.OPS:
+            for shape, params in THREADED[op.name]:
+                for variant in op.variants:
+                    p = {**params, **variant}
+                    a = op.make_inputs(rng, shape, dtype, p)
+                    run_case(op, f"threaded {dtype.name} {shape} {p}", a, p, dtype)
     finally:
         fn.set_num_threads(0)
 
@@ -494,9 +347,9 @@ def main(argv=None):
                 print(f"fastnorm smoke: SIMD {level}, {sname}", flush=True)
                 for dtype in (F32, F64):
                     rng = np.random.default_rng(1234)
-                    run_rows(rng, dtype, args.quick)
-                    run_channels(rng, dtype, args.quick)
-                    run_vectors(rng, dtype, args.quick)
+                    for op in _ops.OPS:
+                        run_op(op, rng, dtype, args.quick)
+                    run_empty(rng, dtype)
                     run_threaded(rng, dtype)
     finally:
         _kernels.set_stream_bytes(-1)
