@@ -1,10 +1,10 @@
 """Smoke run of every public fastnorm function, for memory checkers (valgrind, ASan/LSan).
 
-Calls the forward and backward pass of layer_norm, rms_norm, batch_norm (training and
-evaluation, channels-first and channels-last, running statistics of either dtype; also
-batch_moments and fastnorm.distributed's synchronized batch norm on one rank),
-group_norm, instance_norm, l2_normalize, weight_norm and cosine_norm on small float32 and
-float64 inputs with odd sizes (SIMD tails), in every input layout the API accepts
+Calls the forward and backward pass of every op of fastnorm._ops (layer_norm, rms_norm,
+batch_norm in training and evaluation, running statistics of either dtype, group_norm,
+instance_norm, batch_moments, merge_moments, l2_normalize, weight_norm, cosine_norm; also
+fastnorm.distributed's synchronized batch norm on one rank) on the registry's small cases
+(odd sizes: SIMD tails; both layouts) in float32 and float64, in every input layout the API accepts
 (contiguous, Fortran order, stepped, negative strides, one element off, byte-misaligned,
 byte-swapped), with out=None, out= contiguous, out= non-contiguous and out=x, on every
 SIMD level the CPU (or valgrind's virtual CPU) supports, with ordinary and streaming
