@@ -15,10 +15,11 @@ An entry knows:
   out of the dict for a call without them), ``running_mean`` / ``running_var``, ``g``
   (weight_norm), ``w`` (cosine_norm's second operand). Half-precision ``x`` gets float32
   parameters, as the API requires.
-- ``forward(lib, a, params, out, stats)``: the forward call; with ``stats`` it returns the
-  tuple named by ``outputs`` (``return_stats=True``).
-- ``backward(lib, a, saved, params, out)``: the backward call from the forward's ``saved``
-  tuple; returns the tuple named by ``grads``.
+- ``forward(lib, a, params, out, stats)``: binds the forward call, returning a function of
+  no arguments that makes it; with ``stats`` that returns the tuple named by ``outputs``
+  (``return_stats=True``). Benchmarks time the bound call, so set-up stays outside it.
+- ``backward(lib, a, saved, params, out)``: binds the backward call from the forward's
+  ``saved`` tuple; it returns the tuple named by ``grads``.
 - ``params``: the keyword defaults (axis, eps, groups, ...) and ``variants``: the parameter
   sets a caller that covers the op runs (batch norm's training and evaluation modes).
 - ``cases``: small ``(shape, params)`` pairs with odd sizes (SIMD tails, one-element axes,
@@ -102,13 +103,22 @@ class Op:
             a = {k: v for k, v in a.items() if k not in self.optional}
         return a
 
-    def call_forward(self, lib, a, params=None, *, out=None, stats=False):
+    def bind_forward(self, lib, a, params=None, *, out=None, stats=False) -> Callable[[], object]:
+        """The forward call on ``a`` as a function of no arguments (set-up done here, so a
+        benchmark times only the call)."""
         return self.forward(lib, a, self.merged(params), out, stats)
 
-    def call_backward(self, lib, a, saved, params=None, *, out=None):
+    def bind_backward(self, lib, a, saved, params=None, *, out=None) -> Callable[[], tuple]:
+        """The backward call from the forward's ``saved`` results, as :meth:`bind_forward`."""
         if self.backward is None:
             raise TypeError(f"{self.name} has no backward")
         return self.backward(lib, a, saved, self.merged(params), out)
+
+    def call_forward(self, lib, a, params=None, *, out=None, stats=False):
+        return self.bind_forward(lib, a, params, out=out, stats=stats)()
+
+    def call_backward(self, lib, a, saved, params=None, *, out=None):
+        return self.bind_backward(lib, a, saved, params, out=out)()
 
     def run(self, lib, a, params=None) -> tuple:
         """Forward (with statistics) and backward on ``a``, the running statistics on fresh
@@ -146,24 +156,25 @@ def _row_inputs(rng, shape, dtype, p):
 
 
 def _ln_forward(lib, a, p, out, stats):
-    return lib.layer_norm(a["x"], a.get("weight"), a.get("bias"), axis=p["axis"], eps=p["eps"],
-                          out=out, return_stats=stats)  # fmt: skip
+    x, w, b, axis, eps = a["x"], a.get("weight"), a.get("bias"), p["axis"], p["eps"]
+    return lambda: lib.layer_norm(x, w, b, axis=axis, eps=eps, out=out, return_stats=stats)
 
 
 def _ln_backward(lib, a, saved, p, out):
+    dy, x, w, axis = a["dy"], a["x"], a.get("weight"), p["axis"]
     _, mean, rstd = saved
-    return lib.layer_norm_backward(a["dy"], a["x"], mean, rstd, a.get("weight"),
-                                   axis=p["axis"], out=out)  # fmt: skip
+    return lambda: lib.layer_norm_backward(dy, x, mean, rstd, w, axis=axis, out=out)
 
 
 def _rms_forward(lib, a, p, out, stats):
-    return lib.rms_norm(a["x"], a.get("weight"), axis=p["axis"], eps=p["eps"], out=out,
-                        return_stats=stats)  # fmt: skip
+    x, w, axis, eps = a["x"], a.get("weight"), p["axis"], p["eps"]
+    return lambda: lib.rms_norm(x, w, axis=axis, eps=eps, out=out, return_stats=stats)
 
 
 def _rms_backward(lib, a, saved, p, out):
+    dy, x, w, axis = a["dy"], a["x"], a.get("weight"), p["axis"]
     _, rstd = saved
-    return lib.rms_norm_backward(a["dy"], a["x"], rstd, a.get("weight"), axis=p["axis"], out=out)
+    return lambda: lib.rms_norm_backward(dy, x, rstd, w, axis=axis, out=out)
 
 
 # ---- channels: batch_norm, group_norm, instance_norm (one channel axis) ----------------------
@@ -188,15 +199,16 @@ def _stat_inputs(rng, shape, dtype, p):
 
 
 def _bn_forward(lib, a, p, out, stats):
-    return lib.batch_norm(a["x"], a.get("weight"), a.get("bias"), a.get("running_mean"),
-                          a.get("running_var"), training=p["training"], momentum=p["momentum"],
-                          eps=p["eps"], axis=p["axis"], out=out, return_stats=stats)  # fmt: skip
+    x, w, b, rm, rv = (a.get(k) for k in ("x", "weight", "bias", "running_mean", "running_var"))
+    kw = {k: p[k] for k in ("training", "momentum", "eps", "axis")}
+    return lambda: lib.batch_norm(x, w, b, rm, rv, out=out, return_stats=stats, **kw)
 
 
 def _bn_backward(lib, a, saved, p, out):
+    dy, x, w, axis, training = a["dy"], a["x"], a.get("weight"), p["axis"], p["training"]
     _, mean, rstd = saved
-    return lib.batch_norm_backward(a["dy"], a["x"], mean, rstd, a.get("weight"), axis=p["axis"],
-                                   training=p["training"], out=out)  # fmt: skip
+    return lambda: lib.batch_norm_backward(dy, x, mean, rstd, w, axis=axis, training=training,
+                                           out=out)  # fmt: skip
 
 
 def groups(x_shape, axis, num_groups=None) -> int:
@@ -209,40 +221,40 @@ def groups(x_shape, axis, num_groups=None) -> int:
 
 
 def _gn_forward(lib, a, p, out, stats):
-    G = groups(a["x"].shape, p["axis"], p["num_groups"])
-    return lib.group_norm(a["x"], G, a.get("weight"), a.get("bias"), axis=p["axis"],
-                          eps=p["eps"], out=out, return_stats=stats)  # fmt: skip
+    x, w, b, axis, eps = a["x"], a.get("weight"), a.get("bias"), p["axis"], p["eps"]
+    G = groups(x.shape, axis, p["num_groups"])
+    return lambda: lib.group_norm(x, G, w, b, axis=axis, eps=eps, out=out, return_stats=stats)
 
 
 def _gn_backward(lib, a, saved, p, out):
+    dy, x, w, axis = a["dy"], a["x"], a.get("weight"), p["axis"]
     _, mean, rstd = saved
-    G = groups(a["x"].shape, p["axis"], p["num_groups"])
-    return lib.group_norm_backward(a["dy"], a["x"], mean, rstd, G, a.get("weight"),
-                                   axis=p["axis"], out=out)  # fmt: skip
+    G = groups(x.shape, axis, p["num_groups"])
+    return lambda: lib.group_norm_backward(dy, x, mean, rstd, G, w, axis=axis, out=out)
 
 
 def _in_forward(lib, a, p, out, stats):
-    return lib.instance_norm(a["x"], a.get("weight"), a.get("bias"), axis=p["axis"],
-                             eps=p["eps"], out=out, return_stats=stats)  # fmt: skip
+    x, w, b, axis, eps = a["x"], a.get("weight"), a.get("bias"), p["axis"], p["eps"]
+    return lambda: lib.instance_norm(x, w, b, axis=axis, eps=eps, out=out, return_stats=stats)
 
 
 def _in_backward(lib, a, saved, p, out):
+    dy, x, w, axis = a["dy"], a["x"], a.get("weight"), p["axis"]
     _, mean, rstd = saved
-    return lib.instance_norm_backward(a["dy"], a["x"], mean, rstd, a.get("weight"),
-                                      axis=p["axis"], out=out)  # fmt: skip
+    return lambda: lib.instance_norm_backward(dy, x, mean, rstd, w, axis=axis, out=out)
 
 
 def _moments_forward(lib, a, p, out, stats):
-    return lib.batch_moments(a["x"], axis=p["axis"])
+    x, axis = a["x"], p["axis"]
+    return lambda: lib.batch_moments(x, axis=axis)
 
 
 def _merge_forward(lib, a, p, out, stats):
     """The moments of x merged from those of its two halves along the first other axis."""
-    x, ax = a["x"], _norm_axis(a["x"].ndim, p["axis"])
-    split = 1 if ax == 0 else 0
-    k = x.shape[split] // 2
-    parts = np.split(x, [k], axis=split)
-    return lib.merge_moments(*(lib.batch_moments(part, axis=p["axis"]) for part in parts))
+    x, axis = a["x"], p["axis"]
+    split = 1 if _norm_axis(x.ndim, axis) == 0 else 0
+    parts = np.split(x, [x.shape[split] // 2], axis=split)
+    return lambda: lib.merge_moments(*(lib.batch_moments(part, axis=axis) for part in parts))
 
 
 # ---- vectors: l2_normalize, weight_norm, cosine_norm ---------------------------------------
@@ -253,12 +265,14 @@ def _l2_inputs(rng, shape, dtype, p):
 
 
 def _l2_forward(lib, a, p, out, stats):
-    return lib.l2_normalize(a["x"], axis=p["axis"], eps=p["eps"], out=out, return_stats=stats)
+    x, axis, eps = a["x"], p["axis"], p["eps"]
+    return lambda: lib.l2_normalize(x, axis=axis, eps=eps, out=out, return_stats=stats)
 
 
 def _l2_backward(lib, a, saved, p, out):
+    dy, axis, eps = a["dy"], p["axis"], p["eps"]
     y, norm = saved
-    return (lib.l2_normalize_backward(a["dy"], y, norm, axis=p["axis"], eps=p["eps"], out=out),)
+    return lambda: (lib.l2_normalize_backward(dy, y, norm, axis=axis, eps=eps, out=out),)
 
 
 def _wn_inputs(rng, shape, dtype, p):
@@ -271,15 +285,21 @@ def _wn_inputs(rng, shape, dtype, p):
     }
 
 
-def _wn_forward(lib, a, p, out, stats):
+def _no_out(name, out):
     if out is not None:
-        raise TypeError("weight_norm takes no out=")
-    return lib.weight_norm(a["x"], a["g"], axis=p["axis"], return_stats=stats)
+        raise TypeError(f"{name} takes no out=")
+
+
+def _wn_forward(lib, a, p, out, stats):
+    _no_out("weight_norm", out)
+    v, g, axis = a["x"], a["g"], p["axis"]
+    return lambda: lib.weight_norm(v, g, axis=axis, return_stats=stats)
 
 
 def _wn_backward(lib, a, saved, p, out):
+    dw, v, g, axis = a["dy"], a["x"], a["g"], p["axis"]
     _, norm = saved
-    return lib.weight_norm_backward(a["dy"], a["x"], a["g"], norm, axis=p["axis"], out=out)
+    return lambda: lib.weight_norm_backward(dw, v, g, norm, axis=axis, out=out)
 
 
 def _cos_inputs(rng, shape, dtype, p):
@@ -293,16 +313,16 @@ def _cos_inputs(rng, shape, dtype, p):
 
 
 def _cos_forward(lib, a, p, out, stats):
-    if out is not None:
-        raise TypeError("cosine_norm takes no out=")
-    return lib.cosine_norm(a["x"], a["w"], eps=p["eps"], return_stats=stats)
+    _no_out("cosine_norm", out)
+    x, w, eps = a["x"], a["w"], p["eps"]
+    return lambda: lib.cosine_norm(x, w, eps=eps, return_stats=stats)
 
 
 def _cos_backward(lib, a, saved, p, out):
-    if out is not None:
-        raise TypeError("cosine_norm_backward takes no out=")
+    _no_out("cosine_norm_backward", out)
+    dy, x, w, eps = a["dy"], a["x"], a["w"], p["eps"]
     _, x_norm, w_norm = saved
-    return lib.cosine_norm_backward(a["dy"], a["x"], a["w"], x_norm, w_norm, eps=p["eps"])
+    return lambda: lib.cosine_norm_backward(dy, x, w, x_norm, w_norm, eps=eps)
 
 
 ROW_CASES = (
