@@ -28,7 +28,10 @@ alone, and into a second preallocated array after a forward.
 a copy of the same bytes at several thread counts, and the machine's description) are in
 ``bench/roofline.py``.
 
-A new operation is added by appending entries to :data:`OPS`.
+The inputs and the fastnorm/reference calls come from the op registry,
+:mod:`fastnorm._ops` (``_build``); this module adds the cases, the PyTorch counterparts and the
+matmul floors. A new operation is added to the registry and then by appending entries to
+:data:`OPS`.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from functools import partial
 from math import prod
 
 import numpy as np
+
+from fastnorm import _ops
 
 __all__ = [
     "CHANNEL_REFERENCE_MAX_SIZE",
@@ -181,24 +186,41 @@ class Op:
 # ---- rows family: layer_norm, rms_norm ------------------------------------------------
 
 
-def _row_inputs(shape, dtype, rng):
-    k = shape[-1]
-    return {
-        "x": rng.standard_normal(shape).astype(dtype),
-        "weight": (1.0 + 0.1 * rng.standard_normal(k)).astype(dtype),
-        "bias": (0.1 * rng.standard_normal(k)).astype(dtype),
-        "dy": rng.standard_normal(shape).astype(dtype),
-    }
+def _registry_inputs(name, params=None, *, nhwc=False):
+    """An entry's ``inputs``: the registry op's (:mod:`fastnorm._ops`) valid inputs for the
+    case. With ``nhwc`` the case's logical (N, C, H, W) is made as (N, H, W, C) arrays."""
+    reg = _ops.get(name)
+
+    def inputs(shape, dtype, rng):
+        if nhwc:
+            shape = (shape[0], *shape[2:], shape[1])
+        return reg.make_inputs(rng, shape, dtype, params)
+
+    return inputs
 
 
-def _tensors(torch, a, *names, grad=False):
-    """Copies of the named arrays as tensors (the cached inputs stay read-only)."""
-    return [torch.from_numpy(np.array(a[n])).requires_grad_(grad) for n in names]
+def _build(name, kind, **params):
+    """The fastnorm-side builder of an entry, from the registry op's bound calls: ``kind``
+    "fwd" or "eval" times the forward, "bwd" the backward from saved statistics, "fwd+bwd"
+    both. ``out`` receives the forward's y (or, for an op whose forward takes none, the
+    backward's dx); a fwd+bwd makes a second array for dx."""
+    reg = _ops.get(name)
 
+    def build(lib, a, out=None):
+        a = {**a, **{k: np.array(a[k]) for k in reg.running if k in a}}  # updated in place
+        fwd_out = out if reg.forward_out else None
+        if kind in ("fwd", "eval"):
+            return reg.bind_forward(lib, a, params, out=fwd_out)
+        if kind == "bwd":
+            saved = reg.call_forward(lib, a, params, stats=True)
+            backward = reg.bind_backward(lib, a, params, out=out)
+            return lambda: backward(saved)
+        dx = (_dx_out(out) if reg.forward_out else out) if reg.backward_out else None
+        forward = reg.bind_forward(lib, a, params, out=fwd_out, stats=True)
+        backward = reg.bind_backward(lib, a, params, out=dx)
+        return lambda: backward(forward())
 
-def _ln_fwd(lib, a, out=None):
-    x, w, b = a["x"], a["weight"], a["bias"]
-    return lambda: lib.layer_norm(x, w, b, eps=LN_EPS, out=out)
+    return build
 
 
 def _dx_out(out):
@@ -206,21 +228,12 @@ def _dx_out(out):
     return None if out is None else np.empty_like(out)
 
 
-def _ln_bwd(lib, a, out=None):
-    x, w, dy = a["x"], a["weight"], a["dy"]
-    _, mean, rstd = lib.layer_norm(x, w, a["bias"], eps=LN_EPS, return_stats=True)
-    return lambda: lib.layer_norm_backward(dy, x, mean, rstd, w, out=out)
+_row_inputs = _registry_inputs("layer_norm")
 
 
-def _ln_fwd_bwd(lib, a, out=None):
-    x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
-    dx = _dx_out(out)
-
-    def run():
-        _, mean, rstd = lib.layer_norm(x, w, b, eps=LN_EPS, out=out, return_stats=True)
-        return lib.layer_norm_backward(dy, x, mean, rstd, w, out=dx)
-
-    return run
+def _tensors(torch, a, *names, grad=False):
+    """Copies of the named arrays as tensors (the cached inputs stay read-only)."""
+    return [torch.from_numpy(np.array(a[n])).requires_grad_(grad) for n in names]
 
 
 def _ln_torch(torch, x, w, b):
@@ -243,28 +256,6 @@ def _ln_fwd_bwd_torch(torch, a):
     x, w, b = _tensors(torch, a, "x", "weight", "bias", grad=True)
     (dy,) = _tensors(torch, a, "dy")
     return lambda: torch.autograd.grad(_ln_torch(torch, x, w, b), (x, w, b), dy)
-
-
-def _rms_fwd(lib, a, out=None):
-    x, w = a["x"], a["weight"]
-    return lambda: lib.rms_norm(x, w, eps=RMS_EPS, out=out)
-
-
-def _rms_bwd(lib, a, out=None):
-    x, w, dy = a["x"], a["weight"], a["dy"]
-    _, rstd = lib.rms_norm(x, w, eps=RMS_EPS, return_stats=True)
-    return lambda: lib.rms_norm_backward(dy, x, rstd, w, out=out)
-
-
-def _rms_fwd_bwd(lib, a, out=None):
-    x, w, dy = a["x"], a["weight"], a["dy"]
-    dx = _dx_out(out)
-
-    def run():
-        _, rstd = lib.rms_norm(x, w, eps=RMS_EPS, out=out, return_stats=True)
-        return lib.rms_norm_backward(dy, x, rstd, w, out=dx)
-
-    return run
 
 
 def _rms_torch(torch, x, w):
@@ -292,104 +283,26 @@ def _rms_fwd_bwd_torch(torch, a):
 
 
 OPS: list[Op] = [
-    Op("layer_norm", "fwd", _row_inputs, _ln_fwd, _ln_fwd_torch, takes_out=True),
-    Op("layer_norm", "fwd+bwd", _row_inputs, _ln_fwd_bwd, _ln_fwd_bwd_torch, takes_out=True),
-    Op("layer_norm", "bwd", _row_inputs, _ln_bwd, _ln_bwd_torch, default=False, takes_out=True),
-    Op("rms_norm", "fwd", _row_inputs, _rms_fwd, _rms_fwd_torch, takes_out=True),
-    Op("rms_norm", "fwd+bwd", _row_inputs, _rms_fwd_bwd, _rms_fwd_bwd_torch, takes_out=True),
-    Op("rms_norm", "bwd", _row_inputs, _rms_bwd, _rms_bwd_torch, default=False, takes_out=True),
+    Op(name, kind, _row_inputs, _build(name, kind, eps=eps), torch_build,
+       default=kind != "bwd", takes_out=True)
+    for name, eps, builders in (
+        ("layer_norm", LN_EPS, (_ln_fwd_torch, _ln_fwd_bwd_torch, _ln_bwd_torch)),
+        ("rms_norm", RMS_EPS, (_rms_fwd_torch, _rms_fwd_bwd_torch, _rms_bwd_torch)),
+    )
+    for kind, torch_build in zip(("fwd", "fwd+bwd", "bwd"), builders, strict=True)
 ]
 
 
 # ---- channels family: batch_norm, group_norm, instance_norm ----------------------------
 
 
-def _nchw_inputs(shape, dtype, rng):
-    c = shape[1]
-    return {
-        "x": rng.standard_normal(shape).astype(dtype),
-        "weight": (1.0 + 0.1 * rng.standard_normal(c)).astype(dtype),
-        "bias": (0.1 * rng.standard_normal(c)).astype(dtype),
-        "running_mean": (0.1 * rng.standard_normal(c)).astype(dtype),
-        "running_var": (0.5 + rng.random(c)).astype(dtype),
-        "dy": rng.standard_normal(shape).astype(dtype),
-    }
-
-
-def _nhwc_inputs(shape, dtype, rng):
-    """``_nchw_inputs`` with x and dy as contiguous (N, H, W, C) arrays of the same values."""
-    a = _nchw_inputs(shape, dtype, rng)
-    for name in ("x", "dy"):
-        a[name] = np.ascontiguousarray(np.moveaxis(a[name], 1, -1))
-    return a
+_nchw_inputs = _registry_inputs("batch_norm", {"axis": 1})
+_nhwc_inputs = _registry_inputs("batch_norm", {"axis": -1}, nhwc=True)
 
 
 def _groups(a):
-    """GN_GROUPS groups where they divide the channels, else one."""
-    c = a["weight"].shape[0]
-    return GN_GROUPS if c % GN_GROUPS == 0 else 1
-
-
-def _running(a):
-    """Writeable copies of the running statistics, which training updates in place."""
-    return np.array(a["running_mean"]), np.array(a["running_var"])
-
-
-def _bn_fwd(lib, a, axis, training=True, out=None):
-    x, w, b = a["x"], a["weight"], a["bias"]
-    rm, rv = _running(a)
-    return lambda: lib.batch_norm(
-        x, w, b, rm, rv, training=training, momentum=BN_MOMENTUM, eps=BN_EPS, axis=axis, out=out
-    )
-
-
-def _bn_fwd_bwd(lib, a, axis, out=None):
-    x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
-    rm, rv = _running(a)
-    kw = {"momentum": BN_MOMENTUM, "eps": BN_EPS, "axis": axis, "out": out}
-    dx = _dx_out(out)
-
-    def run():
-        _, mean, rstd = lib.batch_norm(x, w, b, rm, rv, return_stats=True, **kw)
-        return lib.batch_norm_backward(dy, x, mean, rstd, w, axis=axis, out=dx)
-
-    return run
-
-
-def _gn_fwd(lib, a, axis, out=None):
-    x, w, b, g = a["x"], a["weight"], a["bias"], _groups(a)
-    return lambda: lib.group_norm(x, g, w, b, eps=GN_EPS, axis=axis, out=out)
-
-
-def _gn_fwd_bwd(lib, a, axis, out=None):
-    x, w, b, dy, g = a["x"], a["weight"], a["bias"], a["dy"], _groups(a)
-    dx = _dx_out(out)
-
-    def run():
-        _, mean, rstd = lib.group_norm(
-            x, g, w, b, eps=GN_EPS, axis=axis, out=out, return_stats=True
-        )
-        return lib.group_norm_backward(dy, x, mean, rstd, g, w, axis=axis, out=dx)
-
-    return run
-
-
-def _in_fwd(lib, a, axis, out=None):
-    x, w, b = a["x"], a["weight"], a["bias"]
-    return lambda: lib.instance_norm(x, w, b, eps=GN_EPS, axis=axis, out=out)
-
-
-def _in_fwd_bwd(lib, a, axis, out=None):
-    x, w, b, dy = a["x"], a["weight"], a["bias"], a["dy"]
-    dx = _dx_out(out)
-
-    def run():
-        _, mean, rstd = lib.instance_norm(
-            x, w, b, eps=GN_EPS, axis=axis, out=out, return_stats=True
-        )
-        return lib.instance_norm_backward(dy, x, mean, rstd, w, axis=axis, out=dx)
-
-    return run
+    """The registry's groups for group_norm (GN_GROUPS where they divide C, else one)."""
+    return _ops.groups(a["weight"].shape, 0)
 
 
 def _nchw(t, layout):
@@ -462,7 +375,7 @@ def _in_fwd_bwd_torch(torch, a, layout):
     return _torch_fwd_bwd(torch, a, layout, _in_torch(torch))
 
 
-def _channel_ops(name, kind, build, build_torch, *, tiny=False, **build_kw):
+def _channel_ops(name, kind, build_torch, *, tiny=False, **params):
     """One entry per layout, on :data:`CHANNEL_SHAPES` in float32; the default run takes the
     first shape (plus, with ``tiny``, :data:`CHANNEL_TINY` in NCHW, for per-call overhead).
     Every channels builder takes ``out``."""
@@ -473,7 +386,7 @@ def _channel_ops(name, kind, build, build_torch, *, tiny=False, **build_kw):
             name,
             kind,
             inputs,
-            partial(build, axis=LAYOUT_AXIS[layout], **build_kw),
+            _build(name, kind, axis=LAYOUT_AXIS[layout], **params),
             partial(build_torch, layout=layout),
             cases=cases + (extra if layout == "NCHW" else ()),
             default_cases=cases[:1] + (extra if layout == "NCHW" else ()),
@@ -486,53 +399,25 @@ def _channel_ops(name, kind, build, build_torch, *, tiny=False, **build_kw):
 
 
 OPS += [
-    *_channel_ops("batch_norm", "fwd", _bn_fwd, _bn_fwd_torch, tiny=True),
-    *_channel_ops("batch_norm", "fwd+bwd", _bn_fwd_bwd, _bn_fwd_bwd_torch),
-    *_channel_ops("batch_norm", "eval", _bn_fwd, _bn_eval_torch_fwd, training=False),
-    *_channel_ops("group_norm", "fwd", _gn_fwd, _gn_fwd_torch),
-    *_channel_ops("group_norm", "fwd+bwd", _gn_fwd_bwd, _gn_fwd_bwd_torch),
-    *_channel_ops("instance_norm", "fwd", _in_fwd, _in_fwd_torch),
-    *_channel_ops("instance_norm", "fwd+bwd", _in_fwd_bwd, _in_fwd_bwd_torch),
+    *_channel_ops("batch_norm", "fwd", _bn_fwd_torch, tiny=True, eps=BN_EPS,
+                  momentum=BN_MOMENTUM),
+    *_channel_ops("batch_norm", "fwd+bwd", _bn_fwd_bwd_torch, eps=BN_EPS, momentum=BN_MOMENTUM),
+    *_channel_ops("batch_norm", "eval", _bn_eval_torch_fwd, training=False, eps=BN_EPS),
+    *_channel_ops("group_norm", "fwd", _gn_fwd_torch, eps=GN_EPS),
+    *_channel_ops("group_norm", "fwd+bwd", _gn_fwd_bwd_torch, eps=GN_EPS),
+    *_channel_ops("instance_norm", "fwd", _in_fwd_torch, eps=GN_EPS),
+    *_channel_ops("instance_norm", "fwd+bwd", _in_fwd_bwd_torch, eps=GN_EPS),
 ]
 
 
 # ---- vectors family: weight_norm, l2_normalize, cosine_norm ------------------------------
 
 
-def _vector_inputs(shape, dtype, rng):
-    """x (weight_norm's v), dy (its dw) and g, one per row: weight_norm normalizes each
-    x[c, :] (axis 0, one norm per output unit), l2_normalize each row (axis -1)."""
-    return {
-        "x": rng.standard_normal(shape).astype(dtype),
-        "g": (1.0 + 0.1 * rng.standard_normal(shape[0])).astype(dtype),
-        "dy": rng.standard_normal(shape).astype(dtype),
-    }
-
-
-def _cosine_inputs(shape, dtype, rng):
-    """x and w of the case's shape (N, D), dy of y's shape (N, N)."""
-    n = shape[0]
-    return {
-        "x": rng.standard_normal(shape).astype(dtype),
-        "w": rng.standard_normal(shape).astype(dtype),
-        "dy": rng.standard_normal((n, n)).astype(dtype),
-    }
-
-
-def _wn_fwd(lib, a):
-    v, g = a["x"], a["g"]
-    return lambda: lib.weight_norm(v, g, axis=0)
-
-
-def _wn_fwd_bwd(lib, a, out=None):
-    """With ``out``, dv goes there (weight_norm's forward takes no out=)."""
-    v, g, dw = a["x"], a["g"], a["dy"]
-
-    def run():
-        _, norm = lib.weight_norm(v, g, axis=0, return_stats=True)
-        return lib.weight_norm_backward(dw, v, g, norm, axis=0, out=out)
-
-    return run
+# x (weight_norm's v), g (one gain per row: weight_norm normalizes each x[c, :], axis 0)
+# and dy; l2_normalize normalizes each row (axis -1) and takes x and dy.
+_vector_inputs = _registry_inputs("weight_norm")
+# x and w of the case's shape (N, D), dy of y's shape (N, N).
+_cosine_inputs = _registry_inputs("cosine_norm")
 
 
 def _wn_tensors(torch, a, grad=False):
@@ -553,22 +438,6 @@ def _wn_fwd_bwd_torch(torch, a):
     return lambda: torch.autograd.grad(torch._weight_norm(v, g, 0), (v, g), dw)
 
 
-def _l2_fwd(lib, a, out=None):
-    x = a["x"]
-    return lambda: lib.l2_normalize(x, axis=-1, eps=L2_EPS, out=out)
-
-
-def _l2_fwd_bwd(lib, a, out=None):
-    x, dy = a["x"], a["dy"]
-    dx = _dx_out(out)
-
-    def run():
-        y, norm = lib.l2_normalize(x, axis=-1, eps=L2_EPS, out=out, return_stats=True)
-        return lib.l2_normalize_backward(dy, y, norm, axis=-1, eps=L2_EPS, out=dx)
-
-    return run
-
-
 def _l2_torch(torch, x):
     return torch.nn.functional.normalize(x, dim=-1, eps=L2_EPS)
 
@@ -582,21 +451,6 @@ def _l2_fwd_bwd_torch(torch, a):
     (x,) = _tensors(torch, a, "x", grad=True)
     (dy,) = _tensors(torch, a, "dy")
     return lambda: torch.autograd.grad(_l2_torch(torch, x), (x,), dy)
-
-
-def _cos_fwd(lib, a):
-    x, w = a["x"], a["w"]
-    return lambda: lib.cosine_norm(x, w, eps=L2_EPS)
-
-
-def _cos_fwd_bwd(lib, a):
-    x, w, dy = a["x"], a["w"], a["dy"]
-
-    def run():
-        _, x_norm, w_norm = lib.cosine_norm(x, w, eps=L2_EPS, return_stats=True)
-        return lib.cosine_norm_backward(dy, x, w, x_norm, w_norm, eps=L2_EPS)
-
-    return run
 
 
 def _cos_torch(torch, x, w):
@@ -662,12 +516,16 @@ def _cosine_op(kind, build, build_torch, matmul):
 
 
 OPS += [
-    _vector_op("weight_norm", "fwd", _wn_fwd, _wn_fwd_torch),
-    _vector_op("weight_norm", "fwd+bwd", _wn_fwd_bwd, _wn_fwd_bwd_torch, takes_out=True),
-    _vector_op("l2_normalize", "fwd", _l2_fwd, _l2_fwd_torch, takes_out=True),
-    _vector_op("l2_normalize", "fwd+bwd", _l2_fwd_bwd, _l2_fwd_bwd_torch, takes_out=True),
-    _cosine_op("fwd", _cos_fwd, _cos_fwd_torch, _cos_fwd_matmul),
-    _cosine_op("fwd+bwd", _cos_fwd_bwd, _cos_fwd_bwd_torch, _cos_fwd_bwd_matmul),
+    _vector_op("weight_norm", "fwd", _build("weight_norm", "fwd"), _wn_fwd_torch),
+    _vector_op("weight_norm", "fwd+bwd", _build("weight_norm", "fwd+bwd"), _wn_fwd_bwd_torch,
+               takes_out=True),
+    _vector_op("l2_normalize", "fwd", _build("l2_normalize", "fwd", eps=L2_EPS), _l2_fwd_torch,
+               takes_out=True),
+    _vector_op("l2_normalize", "fwd+bwd", _build("l2_normalize", "fwd+bwd", eps=L2_EPS),
+               _l2_fwd_bwd_torch, takes_out=True),
+    _cosine_op("fwd", _build("cosine_norm", "fwd", eps=L2_EPS), _cos_fwd_torch, _cos_fwd_matmul),
+    _cosine_op("fwd+bwd", _build("cosine_norm", "fwd+bwd", eps=L2_EPS), _cos_fwd_bwd_torch,
+               _cos_fwd_bwd_matmul),
 ]
 
 

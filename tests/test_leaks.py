@@ -3,8 +3,9 @@
 Every op of fastnorm._ops, forward and backward, is called on its first two cases (tens of
 thousands of calls in all: with and without the optional parameters, statistics and
 ``out=``, on a Fortran-ordered x), with calls that raise TypeError, ValueError or AxisError,
-plus a few calls large enough to run on several threads with scratch buffers. After a warm-up, the process's resident set
-size (/proc/self/statm) and the memory traced by tracemalloc must stay flat.
+plus a few calls large enough to run on several threads with scratch buffers. After a
+warm-up, the process's resident set size (/proc/self/statm) and the memory traced by
+tracemalloc must stay flat.
 """
 
 from __future__ import annotations
