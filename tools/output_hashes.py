@@ -1,9 +1,10 @@
 """Hash the outputs of a fixed set of calls, at every SIMD level, to check that a change
 leaves every result bit for bit as it was.
 
-Every op, forward and backward, on fixed-seed inputs of every dtype, in both layouts
-where there are two, with sizes that take the short, tiled, periodic and long-row paths,
-and with streaming stores forced off and on. One line per (SIMD level, case): its hash.
+Every op of fastnorm._ops (each variant), forward and backward, on fixed-seed inputs of
+every dtype, in both layouts where there are two, with sizes that take the short, tiled,
+periodic and long-row paths, and with streaming stores forced off and on. One line per
+(SIMD level, case): its hash.
 
     python tools/output_hashes.py > before.txt      # on the build before the change
     python tools/output_hashes.py > after.txt       # on the build after it
@@ -21,127 +22,57 @@ import hashlib
 import os
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 
 HALF = ["float16"]
 try:
-    import ml_dtypes  # noqa: F401
+    import ml_dtypes
 
     HALF.append("bfloat16")
 except ImportError:
-    pass
+    ml_dtypes = None
 
 
-def _rng(seed):
-    return np.random.default_rng(seed)
-
-
-def _arr(shape, dtype, seed, offset=0.0):
-    a = _rng(seed).standard_normal(shape) + offset
-    if dtype == "bfloat16":
-        import ml_dtypes
-
-        return a.astype(ml_dtypes.bfloat16)
-    return a.astype(dtype)
-
-
-def _param_dtype(dtype):
-    return np.float32 if dtype in ("float16", "bfloat16") else dtype
+# Shapes per op that take the short, tiled, periodic and long-row paths; channels shapes are
+# the logical (N, C, H, W), run in both layouts.
+ROWS = [(7, 33), (64, 1024), (300, 257), (8, 70000), (2048, 1024)]
+CHANNELS = [(2, 4, 3, 3), (8, 64, 28, 28), (4, 3, 224, 224), (2, 2048, 7, 7), (32, 64, 56, 56)]
+VECTORS = [(5, 3, 7, 7), (64, 3, 7, 7), (1024, 1024), (4096, 515)]
+SHAPES = {
+    "rows": [(s, {}) for s in ROWS],
+    "channels": [(s, {"axis": 1}) for s in CHANNELS]
+    + [((n, h, w, c), {"axis": -1}) for n, c, h, w in CHANNELS],
+    "vectors": [(s, {}) for s in VECTORS],
+}
+SHAPES_BY_OP = {
+    "l2_normalize": [(s, {"axis": a}) for s in VECTORS for a in (-1, 0)],
+    "cosine_norm": [((33, 17, 70), {})],
+}
+LARGE = 4_000_000  # channels shapes above this many elements: float32 only
 
 
 def cases():
     """(label, thunk) pairs; each thunk returns a tuple of arrays."""
     import fastnorm as fn
+    from fastnorm import _ops
 
-    out = []
     dtypes = ["float32", "float64", *HALF]
-    rows = [(7, 33), (64, 1024), (300, 257), (8, 70000), (2048, 1024)]
-    for dt in dtypes:
-        pt = _param_dtype(dt)
-        for shape in rows:
-            K = shape[-1]
-            x = _arr(shape, dt, 1, offset=3.0)
-            dy = _arr(shape, dt, 2)
-            w = _arr((K,), pt, 3)
-            b = _arr((K,), pt, 4)
-
-            def ln(x=x, dy=dy, w=w, b=b):
-                y, m, r = fn.layer_norm(x, w, b, return_stats=True)
-                return (y, m, r, *fn.layer_norm_backward(dy, x, m, r, w))
-
-            def rms(x=x, dy=dy, w=w):
-                y, r = fn.rms_norm(x, w, return_stats=True)
-                return (y, r, *fn.rms_norm_backward(dy, x, r, w))
-
-            out.append((f"layer_norm {dt} {shape}", ln))
-            out.append((f"rms_norm {dt} {shape}", rms))
-    chans = [(2, 4, 3, 3), (8, 64, 28, 28), (4, 3, 224, 224), (2, 2048, 7, 7), (32, 64, 56, 56)]
-    for dt in dtypes:
-        pt = _param_dtype(dt)
-        for shape in chans:
-            if dt not in ("float32",) and np.prod(shape) > 4_000_000:
-                continue
-            N, C, H, W = shape
-            for layout, axis in (("NCHW", 1), ("NHWC", -1)):
-                sh = shape if axis == 1 else (N, H, W, C)
-                x = _arr(sh, dt, 5, offset=1.0)
-                dy = _arr(sh, dt, 6)
-                w = _arr((C,), pt, 7)
-                b = _arr((C,), pt, 8)
-
-                def bn(x=x, dy=dy, w=w, b=b, axis=axis, pt=pt, C=C):
-                    rm, rv = np.zeros(C, pt), np.ones(C, pt)
-                    y, m, r = fn.batch_norm(x, w, b, rm, rv, axis=axis, return_stats=True)
-                    g = fn.batch_norm_backward(dy, x, m, r, w, axis=axis)
-                    ye = fn.batch_norm(x, w, b, rm, rv, training=False, axis=axis)
-                    ge = fn.batch_norm_backward(dy, x, rm, 1 / np.sqrt(rv + 1e-5), w, axis=axis,
-                                                training=False)
-                    return (y, m, r, rm, rv, *g, ye, *ge)
-
-                G = 32 if C % 32 == 0 else 1
-
-                def gn(x=x, dy=dy, w=w, b=b, axis=axis, G=G):
-                    y, m, r = fn.group_norm(x, G, w, b, axis=axis, return_stats=True)
-                    return (y, m, r, *fn.group_norm_backward(dy, x, m, r, G, w, axis=axis))
-
-                def inorm(x=x, dy=dy, w=w, b=b, axis=axis):
-                    y, m, r = fn.instance_norm(x, w, b, axis=axis, return_stats=True)
-                    return (y, m, r, *fn.instance_norm_backward(dy, x, m, r, w, axis=axis))
-
-                out.append((f"batch_norm {dt} {layout} {shape}", bn))
-                out.append((f"group_norm {dt} {layout} {shape} G{G}", gn))
-                out.append((f"instance_norm {dt} {layout} {shape}", inorm))
-    vecs = [(5, 3, 7, 7), (64, 3, 7, 7), (1024, 1024), (4096, 515)]
-    for dt in dtypes:
-        pt = _param_dtype(dt)
-        for shape in vecs:
-            v = _arr(shape, dt, 9)
-            dw = _arr(shape, dt, 10)
-            g = _arr((shape[0],), pt, 11)
-
-            def wn(v=v, dw=dw, g=g):
-                w, n = fn.weight_norm(v, g, return_stats=True)
-                return (w, n, *fn.weight_norm_backward(dw, v, g, n))
-
-            def l2(v=v, dw=dw):
-                res = []
-                for axis in (-1, 0):
-                    y, n = fn.l2_normalize(v, axis=axis, return_stats=True)
-                    res += [y, n, fn.l2_normalize_backward(dw, y, n, axis=axis)]
-                return tuple(res)
-
-            out.append((f"weight_norm {dt} {shape}", wn))
-            out.append((f"l2_normalize {dt} {shape}", l2))
-    for dt in ("float32", "float64"):
-        x, w2 = _arr((33, 70), dt, 12), _arr((17, 70), dt, 13)
-        dy = _arr((33, 17), dt, 14)
-
-        def cos(x=x, w2=w2, dy=dy):
-            y, xn, wn_ = fn.cosine_norm(x, w2, return_stats=True)
-            return (y, xn, wn_, *fn.cosine_norm_backward(dy, x, w2, xn, wn_))
-
-        out.append((f"cosine_norm {dt}", cos))
+    out = []
+    for op in _ops.OPS:
+        shapes = SHAPES_BY_OP.get(op.name, SHAPES[op.family])
+        for dt in dtypes:
+            dtype = np.dtype(getattr(ml_dtypes, dt) if dt == "bfloat16" else dt)
+            for shape, params in shapes:
+                if op.family == "channels" and dt != "float32" and np.prod(shape) > LARGE:
+                    continue
+                for variant in op.variants:
+                    p = {**params, **variant}
+                    seed = zlib.crc32(f"{op.name} {dt} {shape} {p}".encode())
+                    a = op.make_inputs(np.random.default_rng(seed), shape, dtype, p)
+                    label = f"{op.name} {dt} {shape} {p}"
+                    out.append((label, lambda op=op, a=a, p=p: op.run(fn, a, p)))
     return out
 
 
