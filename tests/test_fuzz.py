@@ -53,6 +53,7 @@ from hypothesis import strategies as st
 from numpy.exceptions import AxisError
 
 import fastnorm as fn
+from fastnorm import _ops
 from fastnorm import reference as ref
 
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
@@ -1051,11 +1052,11 @@ def fuzz_examples(request):
     return DEFAULT_EXAMPLES if n is None else n
 
 
-def test_every_public_function_is_fuzzed():
-    public = {name for name in fn.__all__ if callable(getattr(fn, name))}
-    runtime = {"set_num_threads", "get_num_threads", "set_output_cache", "get_output_cache",
-               "show_config"}
-    assert public - runtime == set(BUILDERS)
+def test_every_function_of_the_registry_is_fuzzed():
+    """The fuzzer draws its own (often invalid) arguments, so it has its own builders; the
+    list of functions they must cover is the op registry's (tests/test_ops.py checks that
+    the registry covers the public API)."""
+    assert set(BUILDERS) == {f for op in _ops.OPS for f in op.functions}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
