@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 import fastnorm as fn
+from fastnorm import _bench
 
 COPIES = {"fwd": 1.0, "eval": 1.0, "bwd": 1.5, "fwd+bwd": 2.5}
 MAX_ELEMS = 8 << 20
@@ -92,41 +93,30 @@ def _rows_cases(torch, op, shapes, rng):
         yield from _rows_case(torch, op, m, k, rng)
 
 
+def _fastnorm(name, kind, a, **params):
+    """fastnorm's timed call from the op registry (fastnorm._bench's builders), writing into
+    a preallocated array."""
+    return _bench._build(name, kind, **params)(fn, a, out=np.empty_like(a["x"]))
+
+
 def _rows_case(torch, op, m, k, rng):
     F = torch.nn.functional
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    dy = rng.standard_normal((m, k)).astype(np.float32)
-    w = (1 + 0.1 * rng.standard_normal(k)).astype(np.float32)
-    b = (0.1 * rng.standard_normal(k)).astype(np.float32)
-    out, dx = np.empty_like(x), np.empty_like(x)
-    tx, tw, tb, tdy = _t(torch, x, True), _t(torch, w, True), _t(torch, b, True), _t(torch, dy)
+    a = _bench.make_inputs(_bench._row_inputs, (m, k), np.float32, int(rng.integers(1 << 31)))
+    # PyTorch gets writeable copies of the (read-only) inputs
+    tx, tw, tdy = (_t(torch, np.array(a[k]), k != "dy") for k in ("x", "weight", "dy"))
     if op == "layer_norm":
-        y, mu, rs = fn.layer_norm(x, w, b, return_stats=True)
-        fwd = lambda: fn.layer_norm(x, w, b, out=out)  # noqa: E731
-        bwd = lambda: fn.layer_norm_backward(dy, x, mu, rs, w, out=dx)  # noqa: E731
-
-        def fb():
-            _, m_, r_ = fn.layer_norm(x, w, b, out=out, return_stats=True)
-            return fn.layer_norm_backward(dy, x, m_, r_, w, out=dx)
-
+        tb = _t(torch, np.array(a["bias"]), True)
         tf = lambda: F.layer_norm(tx, (k,), tw, tb)  # noqa: E731
         params = (tx, tw, tb)
     else:
-        y, rs = fn.rms_norm(x, w, return_stats=True)
-        fwd = lambda: fn.rms_norm(x, w, out=out)  # noqa: E731
-        bwd = lambda: fn.rms_norm_backward(dy, x, rs, w, out=dx)  # noqa: E731
-
-        def fb():
-            _, r_ = fn.rms_norm(x, w, out=out, return_stats=True)
-            return fn.rms_norm_backward(dy, x, r_, w, out=dx)
-
         tf = lambda: F.rms_norm(tx, (k,), tw, eps=1e-6)  # noqa: E731
         params = (tx, tw)
     graph = tf()
-    yield Case(op, "fwd", None, (m, k), x, fwd, lambda: _nograd(torch, tf))
-    yield Case(op, "bwd", None, (m, k), x, bwd,
+    yield Case(op, "fwd", None, (m, k), a["x"], _fastnorm(op, "fwd", a),
+               lambda: _nograd(torch, tf))
+    yield Case(op, "bwd", None, (m, k), a["x"], _fastnorm(op, "bwd", a),
                lambda g=graph, p=params: torch.autograd.grad(g, p, tdy, retain_graph=True))
-    yield Case(op, "fwd+bwd", None, (m, k), x, fb,
+    yield Case(op, "fwd+bwd", None, (m, k), a["x"], _fastnorm(op, "fwd+bwd", a),
                lambda p=params: torch.autograd.grad(tf(), p, tdy))
 
 
@@ -142,77 +132,50 @@ def _channel_cases(torch, op, shapes, rng):
 
 def _channel_case(torch, op, shape, rng):
     F = torch.nn.functional
-    n, c, h, w_ = shape
-    base = rng.standard_normal(shape).astype(np.float32)
-    dbase = rng.standard_normal(shape).astype(np.float32)
-    w = (1 + 0.1 * rng.standard_normal(c)).astype(np.float32)
-    b = (0.1 * rng.standard_normal(c)).astype(np.float32)
+    c = shape[1]
+    seed = int(rng.integers(1 << 31))
     for layout in ("NCHW", "NHWC"):
+        inputs = _bench._nchw_inputs if layout == "NCHW" else _bench._nhwc_inputs
+        a = _bench.make_inputs(inputs, shape, np.float32, seed)
+        x, axis = a["x"], _bench.LAYOUT_AXIS[layout]
+        tx, tdy = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(a["dy"]))
         if layout == "NHWC":
-            x = np.ascontiguousarray(base.transpose(0, 2, 3, 1))
-            dy = np.ascontiguousarray(dbase.transpose(0, 2, 3, 1))
-            axis = -1
-            tx = torch.from_numpy(x).permute(0, 3, 1, 2)
-            tdy = torch.from_numpy(dy).permute(0, 3, 1, 2)
-        else:
-            x, dy, axis = base, dbase, 1
-            tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+            tx, tdy = tx.permute(0, 3, 1, 2), tdy.permute(0, 3, 1, 2)
         txg = tx.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
-        tw, tb = _t(torch, w, True), _t(torch, b, True)
-        out, dx = np.empty_like(x), np.empty_like(x)
+        tw, tb = _t(torch, np.array(a["weight"]), True), _t(torch, np.array(a["bias"]), True)
         if op == "batch_norm":
-            rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
-            trm, trv = torch.zeros(c), torch.ones(c)
-
-            def fb(x=x, dy=dy, axis=axis, out=out, dx=dx, rm=rm, rv=rv):
-                _, m_, r_ = fn.batch_norm(x, w, b, rm, rv, axis=axis, out=out,
-                                          return_stats=True)
-                return fn.batch_norm_backward(dy, x, m_, r_, w, axis=axis, out=dx)
-
-            yield Case(op, "fwd", layout, shape, x,
-                       lambda x=x, axis=axis, out=out, rm=rm, rv=rv: fn.batch_norm(
-                           x, w, b, rm, rv, axis=axis, out=out),
+            # copies, one pair per pass: the training passes update them
+            trm, trv, erm, erv = (torch.from_numpy(np.array(a[k]))
+                                  for k in ("running_mean", "running_var") * 2)  # fmt: skip
+            yield Case(op, "fwd", layout, shape, x, _fastnorm(op, "fwd", a, axis=axis),
                        lambda tx=tx, tw=tw, tb=tb, trm=trm, trv=trv: F.batch_norm(
                            tx, trm, trv, tw.detach(), tb.detach(), True))
             yield Case(op, "eval", layout, shape, x,
-                       lambda x=x, axis=axis, out=out, rm=rm, rv=rv: fn.batch_norm(
-                           x, w, b, rm, rv, training=False, axis=axis, out=out),
-                       lambda tx=tx, tw=tw, tb=tb, trm=trm, trv=trv: F.batch_norm(
-                           tx, trm, trv, tw.detach(), tb.detach(), False))
-            yield Case(op, "fwd+bwd", layout, shape, x, fb,
+                       _fastnorm(op, "eval", a, axis=axis, training=False),
+                       lambda tx=tx, tw=tw, tb=tb, erm=erm, erv=erv: F.batch_norm(
+                           tx, erm, erv, tw.detach(), tb.detach(), False))
+            yield Case(op, "fwd+bwd", layout, shape, x, _fastnorm(op, "fwd+bwd", a, axis=axis),
                        lambda txg=txg, tw=tw, tb=tb, tdy=tdy, trm=trm, trv=trv: torch.autograd.grad(
                            F.batch_norm(txg, trm, trv, tw, tb, True), (txg, tw, tb), tdy))
         elif op == "group_norm":
             for g in (8, 16, 32):
                 if c % g:
                     continue
-
-                def gfb(x=x, dy=dy, axis=axis, out=out, dx=dx, g=g):
-                    _, m_, r_ = fn.group_norm(x, g, w, b, axis=axis, out=out,
-                                              return_stats=True)
-                    return fn.group_norm_backward(dy, x, m_, r_, g, w, axis=axis, out=dx)
-
                 yield Case(op, "fwd", layout, shape, x,
-                           lambda x=x, axis=axis, out=out, g=g: fn.group_norm(
-                               x, g, w, b, axis=axis, out=out),
+                           _fastnorm(op, "fwd", a, axis=axis, num_groups=g),
                            lambda tx=tx, tw=tw, tb=tb, g=g: F.group_norm(
                                tx, g, tw.detach(), tb.detach()),
                            extra=f"G{g}")
-                yield Case(op, "fwd+bwd", layout, shape, x, gfb,
+                yield Case(op, "fwd+bwd", layout, shape, x,
+                           _fastnorm(op, "fwd+bwd", a, axis=axis, num_groups=g),
                            lambda txg=txg, tw=tw, tb=tb, tdy=tdy, g=g: torch.autograd.grad(
                                F.group_norm(txg, g, tw, tb), (txg, tw, tb), tdy),
                            extra=f"G{g}")
         else:
-            def ifb(x=x, dy=dy, axis=axis, out=out, dx=dx):
-                _, m_, r_ = fn.instance_norm(x, w, b, axis=axis, out=out, return_stats=True)
-                return fn.instance_norm_backward(dy, x, m_, r_, w, axis=axis, out=dx)
-
-            yield Case(op, "fwd", layout, shape, x,
-                       lambda x=x, axis=axis, out=out: fn.instance_norm(
-                           x, w, b, axis=axis, out=out),
+            yield Case(op, "fwd", layout, shape, x, _fastnorm(op, "fwd", a, axis=axis),
                        lambda tx=tx, tw=tw, tb=tb: F.instance_norm(tx, weight=tw.detach(),
                                                      bias=tb.detach()))
-            yield Case(op, "fwd+bwd", layout, shape, x, ifb,
+            yield Case(op, "fwd+bwd", layout, shape, x, _fastnorm(op, "fwd+bwd", a, axis=axis),
                        lambda txg=txg, tw=tw, tb=tb, tdy=tdy: torch.autograd.grad(
                            F.instance_norm(txg, weight=tw, bias=tb), (txg, tw, tb), tdy))
 
@@ -224,34 +187,22 @@ def _vector_cases(torch, op, shapes, rng):
 
 def _vector_case(torch, op, shape, rng):
     F = torch.nn.functional
-    v = rng.standard_normal(shape).astype(np.float32)
-    dw = rng.standard_normal(shape).astype(np.float32)
-    out = np.empty_like(v)
+    a = _bench.make_inputs(_bench._vector_inputs, shape, np.float32, int(rng.integers(1 << 31)))
+    v = a["x"]
     if op == "weight_norm":
-        g = (1 + 0.1 * rng.standard_normal(shape[0])).astype(np.float32)
-        tv, tdw = _t(torch, v, True), _t(torch, dw)
-        tg = torch.from_numpy(g.reshape((-1,) + (1,) * (len(shape) - 1))).requires_grad_(True)
-
-        def wfb(v=v, g=g, dw=dw, out=out):
-            _, nrm = fn.weight_norm(v, g, axis=0, return_stats=True)
-            return fn.weight_norm_backward(dw, v, g, nrm, axis=0, out=out)
-
-        yield Case(op, "fwd", None, shape, v, lambda v=v, g=g: fn.weight_norm(v, g, axis=0),
+        tv, tdw = _t(torch, np.array(v), True), _t(torch, np.array(a["dy"]))
+        g = np.array(a["g"]).reshape((-1,) + (1,) * (len(shape) - 1))
+        tg = torch.from_numpy(g).requires_grad_(True)
+        yield Case(op, "fwd", None, shape, v, _fastnorm(op, "fwd", a),
                    lambda tv=tv, tg=tg: _nograd(torch, lambda: torch._weight_norm(tv, tg, 0)))
-        yield Case(op, "fwd+bwd", None, shape, v, wfb,
+        yield Case(op, "fwd+bwd", None, shape, v, _fastnorm(op, "fwd+bwd", a),
                    lambda tv=tv, tg=tg, tdw=tdw: torch.autograd.grad(
                        torch._weight_norm(tv, tg, 0), (tv, tg), tdw))
     else:
-        tx, tdy = _t(torch, v, True), _t(torch, dw)
-
-        def lfb(v=v, dw=dw, out=out):
-            y, nrm = fn.l2_normalize(v, axis=-1, out=out, return_stats=True)
-            return fn.l2_normalize_backward(dw, y, nrm, axis=-1)
-
-        yield Case(op, "fwd", None, shape, v,
-                   lambda v=v, out=out: fn.l2_normalize(v, axis=-1, out=out),
+        tx, tdy = _t(torch, np.array(v), True), _t(torch, np.array(a["dy"]))
+        yield Case(op, "fwd", None, shape, v, _fastnorm(op, "fwd", a),
                    lambda tx=tx: _nograd(torch, lambda: F.normalize(tx, dim=-1)))
-        yield Case(op, "fwd+bwd", None, shape, v, lfb,
+        yield Case(op, "fwd+bwd", None, shape, v, _fastnorm(op, "fwd+bwd", a),
                    lambda tx=tx, tdy=tdy: torch.autograd.grad(
                        F.normalize(tx, dim=-1), (tx,), tdy))
 
