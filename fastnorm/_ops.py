@@ -39,6 +39,8 @@ import numpy as np
 __all__ = ["OPS", "Op", "float64", "get", "param_dtype"]
 
 Arrays = dict[str, np.ndarray]
+# (shape, parameters) pairs
+Cases = tuple[tuple[tuple[int, ...], Mapping[str, object]], ...]
 
 # group_norm's groups where a call does not give them: this many where they divide C, else one.
 GROUPS = 32
@@ -73,9 +75,9 @@ class Op:
     family: str
     functions: tuple[str, ...]
     inputs: Callable[..., Arrays]
-    forward: Callable[..., object]
+    forward: Callable[..., Callable[[], object]]
     outputs: tuple[str, ...]
-    backward: Callable[..., tuple] | None = None
+    backward: Callable[..., Callable[[tuple], tuple]] | None = None
     grads: tuple[str, ...] = ()
     params: Mapping[str, object] = field(default_factory=dict)
     variants: tuple[Mapping[str, object], ...] = ({},)
@@ -83,7 +85,7 @@ class Op:
     running: tuple[str, ...] = ()
     forward_out: bool = True
     backward_out: bool = True
-    cases: tuple[tuple[tuple[int, ...], Mapping[str, object]], ...] = ()
+    cases: Cases = ()
     dtypes: Mapping[str, str] = field(default_factory=dict)
 
     def merged(self, params=None) -> dict:
@@ -360,28 +362,28 @@ def _cos_backward(lib, a, p, out):
     return call
 
 
-ROW_CASES = (
+ROW_CASES: Cases = (
     ((5, 37), {}), ((5, 1), {}), ((5, 3), {}), ((5, 15), {}), ((5, 17), {}), ((5, 33), {}),
     ((5, 4097), {}), ((3, 4, 19), {"axis": 1}), ((2, 3, 5, 7), {"axis": -2}),
 )  # fmt: skip
-CHANNEL_CASES = (
+CHANNEL_CASES: Cases = (
     ((3, 6, 5, 7), {"axis": 1}), ((3, 5, 7, 6), {"axis": -1}), ((4, 6), {"axis": 1}),
     ((2, 6, 9), {"axis": 1}), ((2, 9, 6), {"axis": 2}), ((2, 5, 100), {"axis": 1}),
     ((33, 12), {"axis": 1}), ((4, 17, 6), {"axis": -1}),
 )  # fmt: skip
-GROUP_CASES = tuple(
+GROUP_CASES: Cases = tuple(
     (shape, {**p, "num_groups": g})
     for (shape, p), g in zip(CHANNEL_CASES, (3, 2, 1, 6, 3, 5, 4, 2), strict=True)
 )
-L2_CASES = (
+L2_CASES: Cases = (
     ((5, 37), {"axis": -1}), ((5, 37), {"axis": 0}), ((3, 7, 5), {"axis": 1}), ((9,), {"axis": 0}),
     ((70, 300), {"axis": 0}), ((70, 300), {"axis": 1}),
 )  # fmt: skip
-WN_CASES = (
+WN_CASES: Cases = (
     ((6, 5, 3), {"axis": 0}), ((4, 7), {"axis": 1}), ((7,), {"axis": 0}),
     ((3, 5, 2), {"axis": -1}), ((300, 257), {"axis": 0}), ((4097,), {"axis": 0}),
 )  # fmt: skip
-COSINE_CASES = (((6, 4, 17), {}), ((1, 3, 5), {}), ((7, 9, 33), {}), ((20, 7, 65), {}))
+COSINE_CASES: Cases = (((6, 4, 17), {}), ((1, 3, 5), {}), ((7, 9, 33), {}), ((20, 7, 65), {}))
 
 _STATS3 = ("y", "mean", "rstd")
 _MOMENT_DTYPES = {"count": "int64", "mean": "float64", "m2": "float64"}
