@@ -4,6 +4,8 @@ non-contiguous layouts of the same values."""
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,6 +175,19 @@ def broadcast_rows(row, shape):
     view = np.broadcast_to(row, shape)
     assert view.strides[0] == 0
     return view, np.ascontiguousarray(view)
+
+
+def pytest_sessionstart(session):
+    """With FASTNORM_TEST_INSTALLED=1 (CI), refuse to run against the source tree: the run
+    must import an installed fastnorm."""
+    if os.environ.get("FASTNORM_TEST_INSTALLED") == "1":
+        root = Path(__file__).resolve().parents[1]
+        package = Path(fastnorm.__file__).resolve()
+        if root in package.parents:
+            raise pytest.UsageError(
+                f"FASTNORM_TEST_INSTALLED=1 but fastnorm was imported from the source tree "
+                f"({package}); install it (pip install .) and run pytest, not python -m pytest"
+            )
 
 
 def pytest_report_header(config):

@@ -14,7 +14,9 @@ from gradcheck import check_grad, numerical_grad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-REFERENCE_PATH = Path(__file__).parents[1] / "fastnorm" / "reference.py"
+# The reference of the fastnorm under test (installed or the source tree), found without
+# importing the package (which needs the compiled extension).
+REFERENCE_PATH = Path(importlib.util.find_spec("fastnorm").origin).parent / "reference.py"
 
 
 def _load_from_path(name="fastnorm_reference"):

@@ -24,6 +24,14 @@ import fastnorm  # noqa: E402
 import fastnorm.torch as fnt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Subprocesses import the fastnorm under test (installed, or the source tree in development):
+# the directory holding the package goes first on their path.
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastnorm.__file__)))
+
+
+def _env(**extra):
+    path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)
 F64 = torch.float64
 F32 = torch.float32
 CL = torch.channels_last
@@ -48,10 +56,9 @@ def _close(a, b, rtol=1e-5, atol=1e-5, msg=""):
     torch.testing.assert_close(a.detach(), b.detach(), rtol=rtol, atol=atol * scale, msg=msg)
 
 
-def test_import_fastnorm_does_not_import_torch():
+def test_import_fastnorm_does_not_import_torch(tmp_path):
     code = "import sys, fastnorm; assert 'torch' not in sys.modules, 'torch imported'"
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env(), cwd=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -787,8 +794,7 @@ def test_torch_distributed_comm(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_DIST_WORKER)
     init = "file://" + str(tmp_path / "rendezvous")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
+    env = _env(OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, str(script), str(r), init], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(2)]
@@ -812,10 +818,9 @@ def test_comm_requires_initialized_process_group():
 # the benchmark script runs
 
 
-def test_bench_torch_models_smoke():
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def test_bench_torch_models_smoke(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "torch_models.py"),
-                        "--tiny"], env=env, cwd=ROOT, capture_output=True, text=True,
+                        "--tiny"], env=_env(), cwd=tmp_path, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
     assert "speedup" in r.stdout and "transformer" in r.stdout
