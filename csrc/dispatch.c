@@ -46,7 +46,23 @@ int fn_isa_active(void);
     FN_DISPATCH(                                                                                   \
         fn_rms_norm_bwd_##SFX,                                                                     \
         (const T *dy, const T *x, const P *rstd, const P *w, T *dx, P *dw, int64_t M, int64_t K),  \
-        (dy, x, rstd, w, dx, dw, M, K))
+        (dy, x, rstd, w, dx, dw, M, K))                                                            \
+    FN_DISPATCH(fn_add_layer_norm_fwd_##SFX,                                                       \
+                (const T *x, const T *r, int64_t R, const P *w, const P *b, T *y, T *s, P *mean,   \
+                 P *rstd, int64_t M, int64_t K, double eps),                                       \
+                (x, r, R, w, b, y, s, mean, rstd, M, K, eps))                                      \
+    FN_DISPATCH(fn_add_rms_norm_fwd_##SFX,                                                         \
+                (const T *x, const T *r, int64_t R, const P *w, T *y, T *s, P *rstd, int64_t M,    \
+                 int64_t K, double eps),                                                           \
+                (x, r, R, w, y, s, rstd, M, K, eps))                                               \
+    FN_DISPATCH(fn_add_layer_norm_bwd_##SFX,                                                       \
+                (const T *dy, const T *ds, const T *s, const P *mean, const P *rstd, const P *w,   \
+                 T *dx, P *dw, P *db, int64_t M, int64_t K),                                       \
+                (dy, ds, s, mean, rstd, w, dx, dw, db, M, K))                                      \
+    FN_DISPATCH(fn_add_rms_norm_bwd_##SFX,                                                         \
+                (const T *dy, const T *ds, const T *s, const P *rstd, const P *w, T *dx, P *dw,    \
+                 int64_t M, int64_t K),                                                            \
+                (dy, ds, s, rstd, w, dx, dw, M, K))
 
 FN_ROWS_DISPATCH(float, float, f32)
 FN_ROWS_DISPATCH(double, double, f64)
@@ -152,6 +168,22 @@ FN_BY_DTYPE(rms_norm_bwd,
             (int dtype, const void *dy, const void *x, const void *rstd, const void *w, void *dx,
              void *dw, int64_t M, int64_t K),
             (dy, x, rstd, w, dx, dw, M, K))
+FN_BY_DTYPE(add_layer_norm_fwd,
+            (int dtype, const void *x, const void *r, int64_t R, const void *w, const void *b,
+             void *y, void *s, void *mean, void *rstd, int64_t M, int64_t K, double eps),
+            (x, r, R, w, b, y, s, mean, rstd, M, K, eps))
+FN_BY_DTYPE(add_rms_norm_fwd,
+            (int dtype, const void *x, const void *r, int64_t R, const void *w, void *y, void *s,
+             void *rstd, int64_t M, int64_t K, double eps),
+            (x, r, R, w, y, s, rstd, M, K, eps))
+FN_BY_DTYPE(add_layer_norm_bwd,
+            (int dtype, const void *dy, const void *ds, const void *s, const void *mean,
+             const void *rstd, const void *w, void *dx, void *dw, void *db, int64_t M, int64_t K),
+            (dy, ds, s, mean, rstd, w, dx, dw, db, M, K))
+FN_BY_DTYPE(add_rms_norm_bwd,
+            (int dtype, const void *dy, const void *ds, const void *s, const void *rstd,
+             const void *w, void *dx, void *dw, int64_t M, int64_t K),
+            (dy, ds, s, rstd, w, dx, dw, M, K))
 FN_BY_DTYPE(batch_norm_fwd,
             (int dtype, const void *x, const void *w, const void *b, void *y, void *mean,
              void *rstd, void *rm, void *rv, int r64, int64_t A, int64_t C, int64_t B, double eps,

@@ -104,6 +104,9 @@ int64_t fn_cache_bytes(void);
  * rms_norm:    y = x * rstd * weight,                 rstd = 1 / sqrt(mean(x^2) + eps)
  * mean/rstd have M entries and may be NULL in the forward pass. y may equal x.
  * Backward: dweight/dbias may be NULL (not computed).
+ * add_layer_norm / add_rms_norm: s = x + r (r of R rows, R dividing M: row i adds r's row
+ * i % R), then the norm of s; s may equal x or r, y may equal x (not s). Backward: dx =
+ * the norm's backward of s + ds (ds may be NULL).
  */
 #define FN_ROWS_DECL(T, P, SFX)                                                                    \
     int fn_layer_norm_fwd_##SFX(const T *x, const P *weight, const P *bias, T *y, P *mean,         \
@@ -114,7 +117,17 @@ int64_t fn_cache_bytes(void);
     int fn_rms_norm_fwd_##SFX(const T *x, const P *weight, T *y, P *rstd, int64_t M, int64_t K,    \
                               double eps);                                                         \
     int fn_rms_norm_bwd_##SFX(const T *dy, const T *x, const P *rstd, const P *weight, T *dx,      \
-                              P *dweight, int64_t M, int64_t K);
+                              P *dweight, int64_t M, int64_t K);                                   \
+    int fn_add_layer_norm_fwd_##SFX(const T *x, const T *r, int64_t R, const P *weight,            \
+                                    const P *bias, T *y, T *s, P *mean, P *rstd, int64_t M,        \
+                                    int64_t K, double eps);                                        \
+    int fn_add_rms_norm_fwd_##SFX(const T *x, const T *r, int64_t R, const P *weight, T *y, T *s,  \
+                                  P *rstd, int64_t M, int64_t K, double eps);                      \
+    int fn_add_layer_norm_bwd_##SFX(const T *dy, const T *ds, const T *s, const P *mean,           \
+                                    const P *rstd, const P *weight, T *dx, P *dweight, P *dbias,   \
+                                    int64_t M, int64_t K);                                         \
+    int fn_add_rms_norm_bwd_##SFX(const T *dy, const T *ds, const T *s, const P *rstd,             \
+                                  const P *weight, T *dx, P *dweight, int64_t M, int64_t K);
 
 FN_ROWS_DECL(float, float, f32)
 FN_ROWS_DECL(double, double, f64)
@@ -224,6 +237,16 @@ int fn_rms_norm_fwd(int dtype, const void *x, const void *weight, void *y, void 
                     int64_t K, double eps);
 int fn_rms_norm_bwd(int dtype, const void *dy, const void *x, const void *rstd, const void *weight,
                     void *dx, void *dweight, int64_t M, int64_t K);
+int fn_add_layer_norm_fwd(int dtype, const void *x, const void *r, int64_t R, const void *weight,
+                          const void *bias, void *y, void *s, void *mean, void *rstd, int64_t M,
+                          int64_t K, double eps);
+int fn_add_rms_norm_fwd(int dtype, const void *x, const void *r, int64_t R, const void *weight,
+                        void *y, void *s, void *rstd, int64_t M, int64_t K, double eps);
+int fn_add_layer_norm_bwd(int dtype, const void *dy, const void *ds, const void *s,
+                          const void *mean, const void *rstd, const void *weight, void *dx,
+                          void *dweight, void *dbias, int64_t M, int64_t K);
+int fn_add_rms_norm_bwd(int dtype, const void *dy, const void *ds, const void *s, const void *rstd,
+                        const void *weight, void *dx, void *dweight, int64_t M, int64_t K);
 int fn_batch_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
                       void *mean_out, void *rstd_out, void *running_mean, void *running_var,
                       int running_f64, int64_t A, int64_t C, int64_t B, double eps, double momentum,

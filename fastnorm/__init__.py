@@ -17,7 +17,16 @@ from ._channels import (
     instance_norm_backward,
 )
 from ._moments import batch_moments, merge_moments
-from ._rows import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from ._rows import (
+    add_layer_norm,
+    add_layer_norm_backward,
+    add_rms_norm,
+    add_rms_norm_backward,
+    layer_norm,
+    layer_norm_backward,
+    rms_norm,
+    rms_norm_backward,
+)
 from ._runtime import (
     _init_output_cache,
     _init_simd,
@@ -44,6 +53,10 @@ del _init_output_cache
 __all__ = [
     "__version__",
     "layer_norm",
+    "add_layer_norm",
+    "add_layer_norm_backward",
+    "add_rms_norm",
+    "add_rms_norm_backward",
     "batch_norm",
     "batch_norm_backward",
     "batch_moments",

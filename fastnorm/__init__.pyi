@@ -3,7 +3,7 @@
 from typing import Any, Literal, TextIO, overload
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 # Results have the input's dtype (float16, bfloat16, float32 or float64); statistics and
 # parameter gradients of half-precision inputs are float32.
@@ -14,6 +14,10 @@ __version__: str
 __all__ = [
     "__version__",
     "layer_norm",
+    "add_layer_norm",
+    "add_layer_norm_backward",
+    "add_rms_norm",
+    "add_rms_norm_backward",
     "batch_norm",
     "batch_norm_backward",
     "group_norm",
@@ -76,6 +80,108 @@ def layer_norm(
     out: NDArray[Any] | None = None,
     return_stats: bool = False,
 ) -> _Array | tuple[_Array, _Array, _Array]: ...
+@overload
+def add_layer_norm(
+    x: ArrayLike,
+    residual: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-05,
+    residual_dtype: DTypeLike | None = None,
+    out: NDArray[Any] | None = None,
+    residual_out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> tuple[_Array, _Array]: ...
+@overload
+def add_layer_norm(
+    x: ArrayLike,
+    residual: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-05,
+    residual_dtype: DTypeLike | None = None,
+    out: NDArray[Any] | None = None,
+    residual_out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array, _Array, _Array]: ...
+@overload
+def add_layer_norm(
+    x: ArrayLike,
+    residual: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-05,
+    residual_dtype: DTypeLike | None = None,
+    out: NDArray[Any] | None = None,
+    residual_out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> tuple[_Array, _Array] | tuple[_Array, _Array, _Array, _Array]: ...
+@overload
+def add_rms_norm(
+    x: ArrayLike,
+    residual: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-06,
+    residual_dtype: DTypeLike | None = None,
+    out: NDArray[Any] | None = None,
+    residual_out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> tuple[_Array, _Array]: ...
+@overload
+def add_rms_norm(
+    x: ArrayLike,
+    residual: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-06,
+    residual_dtype: DTypeLike | None = None,
+    out: NDArray[Any] | None = None,
+    residual_out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array, _Array]: ...
+@overload
+def add_rms_norm(
+    x: ArrayLike,
+    residual: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    eps: float = 1e-06,
+    residual_dtype: DTypeLike | None = None,
+    out: NDArray[Any] | None = None,
+    residual_out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> tuple[_Array, _Array] | tuple[_Array, _Array, _Array]: ...
+def add_layer_norm_backward(
+    dy: ArrayLike,
+    ds: ArrayLike | None,
+    s: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    out: NDArray[Any] | None = None,
+) -> tuple[_Array, _Array | None, _Array]: ...
+def add_rms_norm_backward(
+    dy: ArrayLike,
+    ds: ArrayLike | None,
+    s: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+    out: NDArray[Any] | None = None,
+) -> tuple[_Array, _Array | None]: ...
 @overload
 def rms_norm(
     x: ArrayLike,

@@ -55,6 +55,18 @@ cdef extern from "fastnorm.h" nogil:
                         int64_t M, int64_t K, double eps)
     int fn_rms_norm_bwd(int dtype, const void *dy, const void *x, const void *rstd,
                         const void *weight, void *dx, void *dweight, int64_t M, int64_t K)
+    int fn_add_layer_norm_fwd(int dtype, const void *x, const void *r, int64_t R,
+                              const void *weight, const void *bias, void *y, void *s,
+                              void *mean, void *rstd, int64_t M, int64_t K, double eps)
+    int fn_add_rms_norm_fwd(int dtype, const void *x, const void *r, int64_t R,
+                            const void *weight, void *y, void *s, void *rstd, int64_t M,
+                            int64_t K, double eps)
+    int fn_add_layer_norm_bwd(int dtype, const void *dy, const void *ds, const void *s,
+                              const void *mean, const void *rstd, const void *weight, void *dx,
+                              void *dweight, void *dbias, int64_t M, int64_t K)
+    int fn_add_rms_norm_bwd(int dtype, const void *dy, const void *ds, const void *s,
+                            const void *rstd, const void *weight, void *dx, void *dweight,
+                            int64_t M, int64_t K)
     int fn_batch_norm_fwd(int dtype, const void *x, const void *weight, const void *bias,
                           void *y, void *mean_out, void *rstd_out, void *running_mean,
                           void *running_var, int running_f64, int64_t A, int64_t C,

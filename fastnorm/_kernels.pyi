@@ -62,6 +62,41 @@ def rms_norm_fwd(
 def rms_norm_bwd(
     dy: _A, x: _A, rstd: _A, weight: _A | None, dx: _A, dweight: _A | None, M: int, K: int
 ) -> None: ...
+def add_layer_norm_fwd(
+    x: _A,
+    r: _A,
+    R: int,
+    weight: _A | None,
+    bias: _A | None,
+    y: _A,
+    s: _A,
+    mean: _A | None,
+    rstd: _A | None,
+    M: int,
+    K: int,
+    eps: float,
+) -> None: ...
+def add_rms_norm_fwd(
+    x: _A, r: _A, R: int, weight: _A | None, y: _A, s: _A, rstd: _A | None, M: int, K: int,
+    eps: float,
+) -> None: ...
+def add_layer_norm_bwd(
+    dy: _A,
+    ds: _A | None,
+    s: _A,
+    mean: _A,
+    rstd: _A,
+    weight: _A | None,
+    dx: _A,
+    dweight: _A | None,
+    dbias: _A | None,
+    M: int,
+    K: int,
+) -> None: ...
+def add_rms_norm_bwd(
+    dy: _A, ds: _A | None, s: _A, rstd: _A, weight: _A | None, dx: _A, dweight: _A | None,
+    M: int, K: int,
+) -> None: ...
 def batch_norm_fwd(
     x: _A,
     weight: _A | None,

@@ -261,6 +261,70 @@ def rms_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray rstd, object weight,
     _check(st)
 
 
+def add_layer_norm_fwd(cnp.ndarray x, cnp.ndarray r, int64_t R, object weight, object bias,
+                       cnp.ndarray y, cnp.ndarray s, object mean, object rstd, int64_t M,
+                       int64_t K, double eps):
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
+    cdef void *pres = _p(r)
+    cdef void *pw = _p(weight)
+    cdef void *pb = _p(bias)
+    cdef void *py = _p(y)
+    cdef void *ps = _p(s)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    with nogil:
+        st = fn_add_layer_norm_fwd(t, px, pres, R, pw, pb, py, ps, pm, pr, M, K, eps)
+    _check(st)
+
+
+def add_rms_norm_fwd(cnp.ndarray x, cnp.ndarray r, int64_t R, object weight, cnp.ndarray y,
+                     cnp.ndarray s, object rstd, int64_t M, int64_t K, double eps):
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
+    cdef void *pres = _p(r)
+    cdef void *pw = _p(weight)
+    cdef void *py = _p(y)
+    cdef void *ps = _p(s)
+    cdef void *pr = _p(rstd)
+    with nogil:
+        st = fn_add_rms_norm_fwd(t, px, pres, R, pw, py, ps, pr, M, K, eps)
+    _check(st)
+
+
+def add_layer_norm_bwd(cnp.ndarray dy, object ds, cnp.ndarray s, cnp.ndarray mean,
+                       cnp.ndarray rstd, object weight, cnp.ndarray dx, object dweight,
+                       object dbias, int64_t M, int64_t K):
+    cdef int st, t = _kind(s)
+    cdef void *pdy = _p(dy)
+    cdef void *pds = _p(ds)
+    cdef void *ps = _p(s)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = _p(dx)
+    cdef void *pdw = _p(dweight)
+    cdef void *pdb = _p(dbias)
+    with nogil:
+        st = fn_add_layer_norm_bwd(t, pdy, pds, ps, pm, pr, pw, pdx, pdw, pdb, M, K)
+    _check(st)
+
+
+def add_rms_norm_bwd(cnp.ndarray dy, object ds, cnp.ndarray s, cnp.ndarray rstd, object weight,
+                     cnp.ndarray dx, object dweight, int64_t M, int64_t K):
+    cdef int st, t = _kind(s)
+    cdef void *pdy = _p(dy)
+    cdef void *pds = _p(ds)
+    cdef void *ps = _p(s)
+    cdef void *pr = _p(rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pdx = _p(dx)
+    cdef void *pdw = _p(dweight)
+    with nogil:
+        st = fn_add_rms_norm_bwd(t, pdy, pds, ps, pr, pw, pdx, pdw, M, K)
+    _check(st)
+
+
 def batch_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
                    object rstd, object running_mean, object running_var, int64_t A,
                    int64_t C, int64_t B, double eps, double momentum, bint training):

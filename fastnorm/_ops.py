@@ -136,7 +136,7 @@ class Op:
         """The dtype of the result called ``label`` for an ``x`` of ``dtype``."""
         if label in self.dtypes:
             return np.dtype(self.dtypes[label])
-        return np.dtype(dtype) if label in ("y", "w", "dx", "dv", "dw") else param_dtype(dtype)
+        return np.dtype(dtype) if label in ("y", "s", "w", "dx", "dv", "dw") else param_dtype(dtype)
 
     def labels(self, a) -> tuple[str, ...]:
         """The names of :meth:`run`'s results."""
@@ -184,6 +184,47 @@ def _rms_backward(lib, a, p, out):
     def call(saved):
         _, rstd = saved
         return lib.rms_norm_backward(dy, x, rstd, w, axis=axis, out=out)
+
+    return call
+
+
+def _add_row_inputs(rng, shape, dtype, p):
+    """The rows' inputs and a residual (x's shape, or without x's first axis with
+    ``broadcast``: one residual repeated over it) and ds, the residual stream's gradient."""
+    a = _row_inputs(rng, shape, dtype, p)
+    rshape = shape[1:] if p["broadcast"] else shape
+    a["residual"] = _normal(rng, rshape, dtype, -0.5, 1.0)
+    a["ds"] = _normal(rng, shape, dtype)
+    return a
+
+
+def _add_ln_forward(lib, a, p, out, stats):
+    x, r, w, b = a["x"], a["residual"], a.get("weight"), a.get("bias")
+    axis, eps = p["axis"], p["eps"]
+    return lambda: lib.add_layer_norm(x, r, w, b, axis=axis, eps=eps, out=out, return_stats=stats)
+
+
+def _add_ln_backward(lib, a, p, out):
+    dy, ds, w, axis = a["dy"], a.get("ds"), a.get("weight"), p["axis"]
+
+    def call(saved):
+        _, s, mean, rstd = saved
+        return lib.add_layer_norm_backward(dy, ds, s, mean, rstd, w, axis=axis, out=out)
+
+    return call
+
+
+def _add_rms_forward(lib, a, p, out, stats):
+    x, r, w, axis, eps = a["x"], a["residual"], a.get("weight"), p["axis"], p["eps"]
+    return lambda: lib.add_rms_norm(x, r, w, axis=axis, eps=eps, out=out, return_stats=stats)
+
+
+def _add_rms_backward(lib, a, p, out):
+    dy, ds, w, axis = a["dy"], a.get("ds"), a.get("weight"), p["axis"]
+
+    def call(saved):
+        _, s, rstd = saved
+        return lib.add_rms_norm_backward(dy, ds, s, rstd, w, axis=axis, out=out)
 
     return call
 
@@ -383,6 +424,10 @@ WN_CASES: Cases = (
     ((6, 5, 3), {"axis": 0}), ((4, 7), {"axis": 1}), ((7,), {"axis": 0}),
     ((3, 5, 2), {"axis": -1}), ((300, 257), {"axis": 0}), ((4097,), {"axis": 0}),
 )  # fmt: skip
+ADD_ROW_CASES: Cases = (
+    ((5, 37), {}), ((5, 1), {}), ((5, 17), {}), ((5, 4097), {}), ((6, 33), {"broadcast": True}),
+    ((3, 4, 19), {"axis": 1}), ((2, 3, 5, 7), {"axis": -2, "broadcast": True}),
+)  # fmt: skip
 COSINE_CASES: Cases = (((6, 4, 17), {}), ((1, 3, 5), {}), ((7, 9, 33), {}), ((20, 7, 65), {}))
 
 _STATS3 = ("y", "mean", "rstd")
@@ -396,6 +441,14 @@ OPS: tuple[Op, ...] = (
     Op("rms_norm", "rows", ("rms_norm", "rms_norm_backward"), _row_inputs, _rms_forward,
        ("y", "rstd"), _rms_backward, ("dx", "dweight"), {"axis": -1, "eps": 1e-6},
        optional=("weight", "bias"), cases=ROW_CASES),
+    Op("add_layer_norm", "rows", ("add_layer_norm", "add_layer_norm_backward"), _add_row_inputs,
+       _add_ln_forward, ("y", "s", "mean", "rstd"), _add_ln_backward, _GRADS3,
+       {"axis": -1, "eps": 1e-5, "broadcast": False}, optional=("weight", "bias", "ds"),
+       cases=ADD_ROW_CASES),
+    Op("add_rms_norm", "rows", ("add_rms_norm", "add_rms_norm_backward"), _add_row_inputs,
+       _add_rms_forward, ("y", "s", "rstd"), _add_rms_backward, ("dx", "dweight"),
+       {"axis": -1, "eps": 1e-6, "broadcast": False}, optional=("weight", "bias", "ds"),
+       cases=ADD_ROW_CASES),
     Op("batch_norm", "channels", ("batch_norm", "batch_norm_backward"), _channel_inputs,
        _bn_forward, _STATS3, _bn_backward, _GRADS3,
        {"axis": 1, "eps": 1e-5, "training": True, "momentum": 0.1},

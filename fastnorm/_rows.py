@@ -7,16 +7,27 @@ from ._validate import (
     as_input,
     as_like,
     as_param,
+    cast,
     check_eps,
     contiguous,
     finish_out,
+    is_half,
     make_out,
     normalize_axis,
     prod,
     stat_dtype,
 )
 
-__all__ = ["layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward"]
+__all__ = [
+    "add_layer_norm",
+    "add_layer_norm_backward",
+    "add_rms_norm",
+    "add_rms_norm_backward",
+    "layer_norm",
+    "layer_norm_backward",
+    "rms_norm",
+    "rms_norm_backward",
+]
 
 
 def _layout(x, axis):
@@ -246,3 +257,218 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
     dweight = None if weight is None else np.empty(norm_shape, sdtype)
     _kernels.rms_norm_bwd(dy, xc, rstd, weight, dx, dweight, M, K)
     return finish_out(dx, out), dweight
+
+
+# ---- residual add fused with the norm ------------------------------------------------------
+
+
+def _residual(residual, x, axis, rdtype):
+    """residual as a contiguous array of rdtype whose shape is a suffix of x's that holds
+    the normalized axes (it repeats over the leading axes it lacks); returns (r, R rows)."""
+    r = as_input(residual, "residual")
+    n = r.ndim
+    if n < x.ndim - axis or n > x.ndim or r.shape != x.shape[x.ndim - n :]:
+        raise ValueError(
+            f"residual must have x's shape {x.shape} or a trailing part of it holding the "
+            f"normalized axes {x.shape[axis:]}, got {r.shape}"
+        )
+    r = cast(r, rdtype) if r.dtype != rdtype else contiguous(r)
+    return r, prod(r.shape[: n - (x.ndim - axis)])
+
+
+def _residual_dtype(residual_dtype, dtype):
+    """The dtype of s: x's, or float32 for half x (an fp32 residual stream)."""
+    if residual_dtype is None:
+        return dtype
+    try:
+        rdt = np.dtype(residual_dtype)
+    except TypeError:
+        raise TypeError(f"residual_dtype must be a dtype, got {residual_dtype!r}") from None
+    if rdt == dtype or (is_half(dtype) and rdt == np.float32):
+        return rdt
+    raise TypeError(
+        f"residual_dtype must be x's dtype {dtype} (or float32 for half-precision x), got {rdt}"
+    )
+
+
+def _add_norm(x, residual, weight, bias, axis, eps, residual_dtype, out, residual_out,
+              return_stats, centered):  # fmt: skip
+    x = as_input(x)
+    dtype = x.dtype
+    axis, M, K, batch_shape, norm_shape = _layout(x, axis)
+    eps = check_eps(eps)
+    rdtype = _residual_dtype(residual_dtype, dtype)
+    r, R = _residual(residual, x, axis, rdtype)
+    sdtype = stat_dtype(dtype)
+    weight = as_param(weight, "weight", norm_shape, sdtype)
+    bias = as_param(bias, "bias", norm_shape, sdtype) if centered else None
+    if (out is not None and residual_out is not None and isinstance(out, np.ndarray)
+            and np.may_share_memory(out, residual_out)):  # fmt: skip
+        raise ValueError("out and residual_out must not overlap (y and s are both results)")
+    xc = contiguous(x)
+    mean = rstd = None
+    if return_stats:
+        mean = _stat(batch_shape, sdtype, K) if centered else None
+        rstd = _stat(batch_shape, sdtype, K)
+    s = make_out(residual_out, x.shape, rdtype, (r, xc, weight, bias), "residual_out")
+    if rdtype == dtype:
+        y = make_out(out, x.shape, dtype, (xc, r, weight, bias, s))
+        ky = y
+    else:  # half x, float32 s: the float32 kernel into a float32 y, then rounded to x's dtype
+        y = make_out(out, x.shape, dtype, (xc, r, weight, bias, s))
+        xc = xc.astype(rdtype)
+        ky = np.empty(x.shape, rdtype)
+    if M * K:
+        if centered:
+            _kernels.add_layer_norm_fwd(xc, r, R, weight, bias, ky, s, mean, rstd, M, K, eps)
+        else:
+            _kernels.add_rms_norm_fwd(xc, r, R, weight, ky, s, rstd, M, K, eps)
+    if ky is not y:
+        np.copyto(y, ky, casting="unsafe")
+    y = finish_out(y, out)
+    s = finish_out(s, residual_out)
+    if not return_stats:
+        return y, s
+    return (y, s, mean, rstd) if centered else (y, s, rstd)
+
+
+def add_layer_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-5, residual_dtype=None,
+                   out=None, residual_out=None, return_stats=False):  # fmt: skip
+    r"""Layer normalization of a residual sum, ``s = x + residual``, in one pass.
+
+    .. math::
+
+        s = x + r, \qquad y = \mathrm{layer\_norm}(s) = \frac{s - \mu_s}{\sqrt{\sigma_s^2 +
+        \epsilon}} \, \gamma + \beta
+
+    The transformer block's ``norm(x + residual)`` that also keeps the sum as the next
+    residual: x and residual are read once, y and s written once. s is rounded to
+    ``residual_dtype`` and the statistics are those of the rounded s, so y equals
+    ``layer_norm(x + residual)`` (bit for bit where ``residual_dtype`` is x's dtype).
+
+    Parameters
+    ----------
+    x : array_like, float16, bfloat16, float32 or float64
+    residual : array_like
+        x's shape, or a trailing part of it that holds the normalized axes (it repeats over
+        the leading axes, e.g. an (S, H) skip added to every (B, S, H) batch); cast to
+        ``residual_dtype``.
+    weight, bias, axis, eps
+        As in :func:`layer_norm`.
+    residual_dtype : dtype, optional
+        The dtype of s: x's (default), or float32 for float16/bfloat16 x, a float32
+        residual stream (y stays in x's dtype; this case computes in float32 with a
+        conversion pass on each side).
+    out : ndarray, optional
+        Receives y (x's shape and dtype); ``out=x`` writes y over x.
+    residual_out : ndarray, optional
+        Receives s (x's shape, ``residual_dtype``); ``residual_out=residual`` updates the
+        residual stream in place. It must not overlap ``out``.
+    return_stats : bool, default False
+        Also return the mean and rstd of s's rows, for :func:`add_layer_norm_backward`.
+
+    Returns
+    -------
+    (y, s), or (y, s, mean, rstd) with ``return_stats=True``
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> y, s = fastnorm.add_layer_norm(np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 1.0]),
+    ...                                eps=0.0)
+    >>> s, y.round(4)
+    (array([2., 3., 4.]), array([-1.2247,  0.    ,  1.2247]))
+    """
+    return _add_norm(x, residual, weight, bias, axis, eps, residual_dtype, out, residual_out,
+                     return_stats, True)  # fmt: skip
+
+
+def add_rms_norm(x, residual, weight=None, *, axis=-1, eps=1e-6, residual_dtype=None, out=None,
+                 residual_out=None, return_stats=False):  # fmt: skip
+    r"""RMS normalization of a residual sum, ``s = x + residual``, in one pass
+    (``y = rms_norm(s)``; vLLM's ``fused_add_rms_norm`` with ``out=x,
+    residual_out=residual``).
+
+    The arguments are those of :func:`add_layer_norm` without ``bias``.
+
+    Returns
+    -------
+    (y, s), or (y, s, rstd) with ``return_stats=True``
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> y, s = fastnorm.add_rms_norm(np.array([1.0, 3.0]), np.array([2.0, 1.0]), eps=0.0)
+    >>> s, y.round(4)
+    (array([3., 4.]), array([0.8485, 1.1314]))
+    """
+    return _add_norm(x, residual, weight, None, axis, eps, residual_dtype, out, residual_out,
+                     return_stats, False)  # fmt: skip
+
+
+def _add_norm_backward(dy, ds, s, mean, rstd, weight, axis, out, centered):
+    s = as_input(s, "s")
+    dtype = s.dtype
+    axis, M, K, batch_shape, norm_shape = _layout(s, axis)
+    dy = as_like(dy, "dy", s.shape, dtype)
+    ds = None if ds is None else as_like(ds, "ds", s.shape, dtype)
+    sdtype = stat_dtype(dtype)
+    mean = as_like(mean, "mean", batch_shape, sdtype) if centered else None
+    rstd = as_like(rstd, "rstd", batch_shape, sdtype)
+    weight = as_param(weight, "weight", norm_shape, sdtype)
+    sc = contiguous(s)
+    # dy first: the kernel may write dx over dy (each element read before written); over
+    # ds it may not (ds is added after the row's dx is written), so out=ds takes a temporary
+    dx = make_out(out, s.shape, dtype, (dy, ds, sc, mean, rstd, weight))
+    dweight = None if weight is None else np.empty(norm_shape, sdtype)
+    if centered:
+        dbias = np.empty(norm_shape, sdtype)
+        _kernels.add_layer_norm_bwd(dy, ds, sc, mean, rstd, weight, dx, dweight, dbias, M, K)
+        return finish_out(dx, out), dweight, dbias
+    _kernels.add_rms_norm_bwd(dy, ds, sc, rstd, weight, dx, dweight, M, K)
+    return finish_out(dx, out), dweight
+
+
+def add_layer_norm_backward(dy, ds, s, mean, rstd, weight=None, *, axis=-1, out=None):
+    r"""Gradients of :func:`add_layer_norm`.
+
+    .. math::
+
+        dx = \mathrm{layer\_norm\_backward}(dy, s)_x + ds
+
+    dx is the gradient of both x and residual (one array; for a residual that repeated over
+    leading axes, sum dx over them). dweight and dbias are those of :func:`layer_norm`.
+
+    Parameters
+    ----------
+    dy : array_like, s's shape
+        Gradient of the loss with respect to y.
+    ds : array_like, s's shape, or None
+        Gradient flowing into the residual stream s from later layers (None: none).
+    s : array_like
+        The forward's s (its dtype is the computing dtype; dy and ds are cast to it).
+    mean, rstd : array_like of shape ``s.shape[:axis]``
+        As returned by ``add_layer_norm(..., return_stats=True)``.
+    weight, axis
+        As in the forward.
+    out : ndarray, optional
+        Receives dx (s's shape and dtype); ``out=ds`` or ``out=dy`` reuse that array. dy
+        and ds are not written otherwise.
+
+    Returns
+    -------
+    dx, dweight (None without weight), dbias
+    """
+    return _add_norm_backward(dy, ds, s, mean, rstd, weight, axis, out, True)
+
+
+def add_rms_norm_backward(dy, ds, s, rstd, weight=None, *, axis=-1, out=None):
+    r"""Gradients of :func:`add_rms_norm`: ``dx = rms_norm_backward(dy, s)_x + ds`` (the
+    gradient of x and of residual), and dweight. Arguments as in
+    :func:`add_layer_norm_backward` without ``mean``.
+
+    Returns
+    -------
+    dx, dweight (None without weight)
+    """
+    return _add_norm_backward(dy, ds, s, None, rstd, weight, axis, out, False)

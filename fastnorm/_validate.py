@@ -88,7 +88,7 @@ def _as_float(a, name, dtype):
     return a
 
 
-def _cast(a, dtype):
+def cast(a, dtype):
     """`a` as a contiguous array of `dtype`; values beyond its range become inf, silently
     (the documented cast of parameters and statistics to the input's dtype)."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -104,7 +104,7 @@ def as_param(p, name, shape, dtype):
     if p.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {p.shape}")
     if p.dtype != dtype:
-        return _cast(p, dtype)
+        return cast(p, dtype)
     return contiguous(p)
 
 
@@ -115,7 +115,7 @@ def as_like(a, name, shape, dtype):
     if a.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
     if a.dtype != dtype:
-        return _cast(a, dtype)
+        return cast(a, dtype)
     return contiguous(a)
 
 
@@ -173,19 +173,19 @@ def new_output(shape, dtype):
     return a
 
 
-def check_out(out, shape, dtype):
+def check_out(out, shape, dtype, name="out"):
     """Raise unless `out` (not None) is a writeable ndarray of `shape` and `dtype`."""
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != shape:
-        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if out.dtype != dtype:
-        raise TypeError(f"out must have dtype {dtype}, got {out.dtype}")
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
     if not out.flags.writeable:
-        raise ValueError("out is read-only")
+        raise ValueError(f"{name} is read-only")
 
 
-def make_out(out, shape, dtype, inputs):
+def make_out(out, shape, dtype, inputs, name="out"):
     """The array the kernel writes into: a fresh one when `out` is None, `out` itself when
     the kernel can write it directly, else a temporary (see finish_out).
 
@@ -193,7 +193,7 @@ def make_out(out, shape, dtype, inputs):
     either shares no memory with `inputs` or is the first input itself (in place)."""
     if out is None:
         return new_output(shape, dtype)
-    check_out(out, shape, dtype)
+    check_out(out, shape, dtype, name)
     f = out.flags
     if f.c_contiguous and f.aligned:
         others = inputs[1:] if out is inputs[0] else inputs

@@ -28,6 +28,10 @@ import operator
 import numpy as np
 
 __all__ = [
+    "add_layer_norm",
+    "add_layer_norm_backward",
+    "add_rms_norm",
+    "add_rms_norm_backward",
     "batch_moments",
     "batch_norm",
     "batch_norm_backward",
@@ -316,6 +320,58 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
     g = dy if weight is None else dy * weight
     dx = rstd * g - x * rstd**3 * _mean(g * x, axes)
     dweight = None if weight is None else (dy * x * rstd).sum(axis=lead)
+    return _finish(dx, out), dweight
+
+
+# --------------------------------------------------------------------------- residual add
+
+
+def _residual_sum(x, residual, residual_dtype):
+    x, r = _f64(x), _f64(residual)
+    if np.broadcast_shapes(x.shape, r.shape) != x.shape:
+        raise ValueError(f"residual of shape {r.shape} does not broadcast to x's {x.shape}")
+    s = x + r
+    if residual_dtype is not None:  # s rounded as fastnorm stores it
+        s = s.astype(residual_dtype).astype(np.float64)
+    return s
+
+
+@_quiet
+def add_layer_norm(x, residual, weight=None, bias=None, *, axis=-1, eps=1e-5, residual_dtype=None,
+                   out=None, residual_out=None, return_stats=False):  # fmt: skip
+    """``s = x + residual`` (rounded to ``residual_dtype`` when given), ``y =
+    layer_norm(s)``; returns ``(y, s)`` or ``(y, s, mean, rstd)``."""
+    s = _residual_sum(x, residual, residual_dtype)
+    res = layer_norm(s, weight, bias, axis=axis, eps=eps, out=out, return_stats=return_stats)
+    s = _finish(s, residual_out)
+    return (res[0], s, res[1], res[2]) if return_stats else (res, s)
+
+
+@_quiet
+def add_layer_norm_backward(dy, ds, s, mean, rstd, weight=None, *, axis=-1, out=None):
+    """``dx = layer_norm_backward(dy, s, ...)[0] + ds`` (ds may be None), dweight, dbias."""
+    dx, dweight, dbias = layer_norm_backward(dy, s, mean, rstd, weight, axis=axis)
+    if ds is not None:
+        dx = dx + _f64(ds)
+    return _finish(dx, out), dweight, dbias
+
+
+@_quiet
+def add_rms_norm(x, residual, weight=None, *, axis=-1, eps=1e-6, residual_dtype=None, out=None,
+                 residual_out=None, return_stats=False):  # fmt: skip
+    """``s = x + residual``, ``y = rms_norm(s)``; returns ``(y, s)`` or ``(y, s, rstd)``."""
+    s = _residual_sum(x, residual, residual_dtype)
+    res = rms_norm(s, weight, axis=axis, eps=eps, out=out, return_stats=return_stats)
+    s = _finish(s, residual_out)
+    return (res[0], s, res[1]) if return_stats else (res, s)
+
+
+@_quiet
+def add_rms_norm_backward(dy, ds, s, rstd, weight=None, *, axis=-1, out=None):
+    """``dx = rms_norm_backward(dy, s, ...)[0] + ds`` (ds may be None), dweight."""
+    dx, dweight = rms_norm_backward(dy, s, rstd, weight, axis=axis)
+    if ds is not None:
+        dx = dx + _f64(ds)
     return _finish(dx, out), dweight
 
 

@@ -1,5 +1,9 @@
 """Type stubs for fastnorm.reference: the same signatures as the fast functions."""
 
+from . import add_layer_norm as add_layer_norm
+from . import add_layer_norm_backward as add_layer_norm_backward
+from . import add_rms_norm as add_rms_norm
+from . import add_rms_norm_backward as add_rms_norm_backward
 from . import batch_moments as batch_moments
 from . import batch_norm as batch_norm
 from . import batch_norm_backward as batch_norm_backward
@@ -20,6 +24,10 @@ from . import weight_norm as weight_norm
 from . import weight_norm_backward as weight_norm_backward
 
 __all__ = [
+    "add_layer_norm",
+    "add_layer_norm_backward",
+    "add_rms_norm",
+    "add_rms_norm_backward",
     "batch_moments",
     "batch_norm",
     "batch_norm_backward",

@@ -227,6 +227,11 @@ def run_case(op, tag, a, params, dtype, lname="contiguous"):
         check(label, g, e, rdt, tol_dtype=F32 if F32 in (rdt, np.dtype(dtype)) else F64)
 
 
+def _first(result):
+    """y: the result, or its first element (add_layer_norm returns (y, s))."""
+    return result[0] if isinstance(result, tuple) else result
+
+
 def run_op(op, rng, dtype, quick):
     cases = op.cases[:2] if quick else op.cases
     for shape, params in cases:
@@ -248,12 +253,14 @@ def run_op(op, rng, dtype, quick):
             if not op.forward_out:
                 continue
             # out= variants, contiguous inputs
-            expected = op.call_forward(ref, _ops.float64(base), p)
+            expected = _first(op.call_forward(ref, _ops.float64(base), p))
             for oname, out in out_variants(base["x"].shape, dtype, base["x"].copy()):
                 case(f"{op.name} {dtype.name} {shape} {p} {oname}")
                 a = {**base, "x": out} if oname == "out=x" else base
                 a = {**a, **{k: np.array(a[k]) for k in op.running}}
-                y = probe(op.call_forward(fn, a, p, out=out))[0]
+                got = op.call_forward(fn, a, p, out=out)
+                probe(*(got if isinstance(got, tuple) else (got,)))
+                y = _first(got)
                 check("y", y, expected, dtype)
                 if out is not None and y is not out:
                     _failures.append(f"{_state['label']}: the result is not out")
@@ -295,6 +302,8 @@ def run_empty(rng, dtype):
 THREADED = {
     "layer_norm": [((5, 6613), {})],
     "rms_norm": [((5, 6613), {})],
+    "add_layer_norm": [((5, 6613), {}), ((2, 16384), {})],
+    "add_rms_norm": [((5, 6613), {"broadcast": True})],
     "batch_norm": [((3, 6, 43, 43), {}), ((3, 43, 43, 6), {"axis": -1})],
     "group_norm": [((3, 6, 43, 43), {"num_groups": 3}),
                    ((3, 43, 43, 6), {"num_groups": 3, "axis": -1})],
