@@ -7,7 +7,6 @@ from ._validate import (
     as_input,
     as_like,
     as_param,
-    cast,
     check_eps,
     contiguous,
     finish_out,
@@ -263,17 +262,18 @@ def rms_norm_backward(dy, x, rstd, weight=None, *, axis=-1, out=None):
 
 
 def _residual(residual, x, axis, rdtype):
-    """residual as a contiguous array of rdtype whose shape is a suffix of x's that holds
-    the normalized axes (it repeats over the leading axes it lacks); returns (r, R rows)."""
-    r = as_input(residual, "residual")
-    n = r.ndim
-    if n < x.ndim - axis or n > x.ndim or r.shape != x.shape[x.ndim - n :]:
+    """residual as a contiguous array of rdtype (cast as dy is) whose shape is a suffix of
+    x's that holds the normalized axes (it repeats over the leading axes it lacks); returns
+    (r, R rows)."""
+    shape = np.shape(residual)
+    n = len(shape)
+    if n < x.ndim - axis or n > x.ndim or shape != x.shape[x.ndim - n :]:
         raise ValueError(
             f"residual must have x's shape {x.shape} or a trailing part of it holding the "
-            f"normalized axes {x.shape[axis:]}, got {r.shape}"
+            f"normalized axes {x.shape[axis:]}, got {shape}"
         )
-    r = cast(r, rdtype) if r.dtype != rdtype else contiguous(r)
-    return r, prod(r.shape[: n - (x.ndim - axis)])
+    r = as_like(residual, "residual", shape, rdtype)
+    return r, prod(shape[: n - (x.ndim - axis)])
 
 
 def _residual_dtype(residual_dtype, dtype):

@@ -712,6 +712,60 @@ def build_rows(gen, op, backward):
     return case
 
 
+def build_add_rows(gen, op, backward):
+    """add_layer_norm / add_rms_norm: the rows' arguments plus residual (forward) or ds and
+    s in place of x (backward)."""
+    rms = op == "add_rms_norm"
+    case = Case(gen)
+    x = case.input(min_ndim=1, name="s" if backward else "x")
+    xa = np.asarray(x)
+    axis, ax = case.axis(xa.ndim, -1)
+    ax = max(xa.ndim - 1, 0) if ax is None else ax
+    norm_shape, batch_shape = xa.shape[ax:], xa.shape[:ax]
+    xr = case.track(x)
+    w, wr = shaped(case, norm_shape, "weight", optional=True)
+    if not backward:
+        res, resr = shaped(case, xa.shape, "residual")
+        b, br = (None, None) if rms else shaped(case, norm_shape, "bias", optional=True)
+        eps = case.eps()
+        out = case.out_array(x, xa.shape)
+        kw = kwargs(axis=axis, eps=eps, return_stats=gen.pick((DEFAULT, False, True)))
+        fkw = kw if out is DEFAULT else {**kw, "out": out}
+        # the statistics are those of s rounded to x's dtype: the reference rounds it too
+        rkw = {**kw, "residual_dtype": case.dtype}
+        if rms:
+            case.call = lambda: fn.add_rms_norm(x, res, w, **fkw)
+            case.ref = lambda: ref.add_rms_norm(xr, resr, wr, **rkw)
+        else:
+            case.call = lambda: fn.add_layer_norm(x, res, w, b, **fkw)
+            case.ref = lambda: ref.add_layer_norm(xr, resr, wr, br, **rkw)
+        return case
+    kw = kwargs(axis=axis)
+    dy, dyr = shaped(case, xa.shape, "dy")
+    ds, dsr = shaped(case, xa.shape, "ds", optional=True)
+    out = case.out_array(dy, xa.shape)  # dx; "x" draws out=dy, in place
+    fkw = kw if out is DEFAULT else {**kw, "out": out}
+    fwd_eps = gen.pick((0.0, 1e-5, 1.0))
+    case.dx_scale = lambda: max(term_scale(dyr, rr, wr), term_scale(dsr) if ds is not None else 0)
+    if rms:
+        (rstd,), (rr,) = saved_stats(
+            case,
+            lambda: ref.rms_norm(xr, axis=ax, eps=fwd_eps, return_stats=True)[1:],
+            [batch_shape], ["rstd"], [True],
+        )  # fmt: skip
+        case.call = lambda: fn.add_rms_norm_backward(dy, ds, x, rstd, w, **fkw)
+        case.ref = lambda: ref.add_rms_norm_backward(dyr, dsr, xr, rr, wr, **kw)
+    else:
+        (mean, rstd), (mr, rr) = saved_stats(
+            case,
+            lambda: ref.layer_norm(xr, axis=ax, eps=fwd_eps, return_stats=True)[1:],
+            [batch_shape, batch_shape], ["mean", "rstd"], [False, True],
+        )  # fmt: skip
+        case.call = lambda: fn.add_layer_norm_backward(dy, ds, x, mean, rstd, w, **fkw)
+        case.ref = lambda: ref.add_layer_norm_backward(dyr, dsr, xr, mr, rr, wr, **kw)
+    return case
+
+
 # --------------------------------------------------------------------------- channels family
 
 
@@ -1027,6 +1081,11 @@ BUILDERS = {
     "layer_norm_backward": functools.partial(build_rows, op="layer_norm", backward=True),
     "rms_norm": functools.partial(build_rows, op="rms_norm", backward=False),
     "rms_norm_backward": functools.partial(build_rows, op="rms_norm", backward=True),
+    "add_layer_norm": functools.partial(build_add_rows, op="add_layer_norm", backward=False),
+    "add_layer_norm_backward": functools.partial(build_add_rows, op="add_layer_norm",
+                                                 backward=True),
+    "add_rms_norm": functools.partial(build_add_rows, op="add_rms_norm", backward=False),
+    "add_rms_norm_backward": functools.partial(build_add_rows, op="add_rms_norm", backward=True),
     "batch_norm": functools.partial(build_batch_norm, backward=False),
     "batch_norm_backward": functools.partial(build_batch_norm, backward=True),
     "batch_moments": functools.partial(build_moments, merge=False),
