@@ -51,6 +51,8 @@ from fastnorm import _ops
 
 __all__ = [
     "CHANNEL_REFERENCE_MAX_SIZE",
+    "ADD_CASES",
+    "ADD_SHAPES",
     "CHANNEL_SHAPES",
     "CHANNEL_TINY",
     "COPIES",
@@ -144,6 +146,9 @@ class Op:
         For an op built on a matrix product (cosine_norm): the same products alone, through
         NumPy's BLAS on operands normalized beforehand, the floor of the op's time. The op is
         compared with it in place of copy speed.
+    traffic : float, optional
+        The pass's least memory traffic in copies of x where :data:`COPIES` does not give it
+        (add_layer_norm's forward reads x and residual and writes y and s: 2).
     takes_out : bool
         Whether ``build`` also takes ``out``, an array of x's shape and dtype that receives
         the pass's output (:data:`OUT_IMPL`): the forward's y, or dx of a backward alone; a
@@ -162,6 +167,7 @@ class Op:
     reference_max_size: int | None = None
     matmul: Callable[[Arrays], Callable[[], object]] | None = None
     takes_out: bool = False
+    traffic: float | None = None
 
     @property
     def label(self) -> str:
@@ -169,8 +175,9 @@ class Op:
 
     @property
     def copies(self) -> float:
-        """The pass's least memory traffic in copies of x (see :data:`COPIES`)."""
-        return COPIES[self.kind]
+        """The pass's least memory traffic in copies of x (see :data:`COPIES`; ``traffic``
+        where the op moves more arrays)."""
+        return COPIES[self.kind] if self.traffic is None else self.traffic
 
     def run_cases(self, full: bool = False) -> tuple[Case, ...]:
         """The cases ``python -m fastnorm bench`` runs: all with ``full``, else the defaults."""
@@ -291,6 +298,53 @@ OPS: list[Op] = [
     )
     for kind, torch_build in zip(("fwd", "fwd+bwd", "bwd"), builders, strict=True)
 ]
+
+
+# ---- residual add fused with the rows: add_layer_norm, add_rms_norm ------------------------
+
+# Hidden sizes of transformers, 12 to 64 MB per array in float32 (and one small batch).
+ADD_SHAPES = ((32, 768), (4096, 768), (4096, 1024), (1024, 4096), (2048, 8192))
+ADD_CASES = tuple((s, "float32") for s in ADD_SHAPES)
+# Least traffic in copies of x: the forward reads x and residual and writes y and s; the
+# backward reads dy, ds and s and writes dx.
+ADD_TRAFFIC = {"fwd": 2.0, "fwd+bwd": 4.0}
+
+_add_row_inputs = _registry_inputs("add_layer_norm")
+
+
+def _add_torch(torch, name, x, r, w, b):
+    """PyTorch's composite: the sum, then the norm."""
+    s = x + r
+    k = x.shape[-1:]
+    if name == "add_layer_norm":
+        return torch.nn.functional.layer_norm(s, k, w, b, LN_EPS), s
+    return _rms_torch(torch, s, w), s
+
+
+def _add_fwd_torch(name):
+    def build(torch, a):
+        x, r, w, b = _tensors(torch, a, "x", "residual", "weight", "bias")
+        return lambda: _add_torch(torch, name, x, r, w, b)
+
+    return build
+
+
+def _add_fwd_bwd_torch(name):
+    def build(torch, a):
+        x, r, w, b = _tensors(torch, a, "x", "residual", "weight", "bias", grad=True)
+        dy, ds = _tensors(torch, a, "dy", "ds")
+        params = (x, r, w, b) if name == "add_layer_norm" else (x, r, w)
+        return lambda: torch.autograd.grad(_add_torch(torch, name, x, r, w, b), params, (dy, ds))
+
+    return build
+
+
+OPS += [
+    Op(name, kind, _add_row_inputs, _build(name, kind, eps=eps), torch_build(name),
+       cases=ADD_CASES, default_cases=ADD_CASES[:2], takes_out=True, traffic=ADD_TRAFFIC[kind])
+    for name, eps in (("add_layer_norm", LN_EPS), ("add_rms_norm", RMS_EPS))
+    for kind, torch_build in (("fwd", _add_fwd_torch), ("fwd+bwd", _add_fwd_bwd_torch))
+]  # fmt: skip
 
 
 # ---- channels family: batch_norm, group_norm, instance_norm ----------------------------

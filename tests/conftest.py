@@ -177,17 +177,35 @@ def broadcast_rows(row, shape):
     return view, np.ascontiguousarray(view)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+_FROM_SOURCE = ROOT in Path(fastnorm.__file__).resolve().parents
+
+
 def pytest_sessionstart(session):
     """With FASTNORM_TEST_INSTALLED=1 (CI), refuse to run against the source tree: the run
     must import an installed fastnorm."""
-    if os.environ.get("FASTNORM_TEST_INSTALLED") == "1":
-        root = Path(__file__).resolve().parents[1]
-        package = Path(fastnorm.__file__).resolve()
-        if root in package.parents:
-            raise pytest.UsageError(
-                f"FASTNORM_TEST_INSTALLED=1 but fastnorm was imported from the source tree "
-                f"({package}); install it (pip install .) and run pytest, not python -m pytest"
-            )
+    if os.environ.get("FASTNORM_TEST_INSTALLED") == "1" and _FROM_SOURCE:
+        raise pytest.UsageError(
+            f"FASTNORM_TEST_INSTALLED=1 but fastnorm was imported from the source tree "
+            f"({fastnorm.__file__}); install it (pip install .) and run pytest, not "
+            "python -m pytest"
+        )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cwd_outside_the_source_tree(tmp_path_factory):
+    """Testing an installed fastnorm, run from a scratch directory: the subprocesses the
+    tests start (``python -c``, mpirun) put their working directory first on sys.path,
+    where the source tree's fastnorm/ (not built) would shadow the installed package."""
+    if _FROM_SOURCE:
+        yield
+        return
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    try:
+        yield
+    finally:
+        os.chdir(old)
 
 
 def pytest_report_header(config):
