@@ -181,6 +181,17 @@ ROOT = Path(__file__).resolve().parents[1]
 _FROM_SOURCE = ROOT in Path(fastnorm.__file__).resolve().parents
 
 
+# The directory holding the fastnorm under test (site-packages, or the source tree in
+# development): first on the path of the Python subprocesses the tests start.
+PACKAGE_PARENT = str(Path(fastnorm.__file__).resolve().parents[1])
+
+
+def subprocess_env(**extra):
+    """os.environ with PACKAGE_PARENT first on PYTHONPATH, and ``extra``."""
+    path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def pytest_sessionstart(session):
     """With FASTNORM_TEST_INSTALLED=1 (CI), refuse to run against the source tree: the run
     must import an installed fastnorm."""

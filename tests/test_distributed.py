@@ -11,7 +11,6 @@ are skipped only where mpirun or mpi4py is missing.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FLOAT_DTYPES, assert_close, assert_identical
+from conftest import FLOAT_DTYPES, assert_close, assert_identical, subprocess_env
 from gradcheck import numerical_grad
 
 import fastnorm as fn
@@ -394,7 +393,7 @@ def test_eval_mode_is_local(rng):
 
 def test_mpi4py_is_not_imported_by_fastnorm():
     code = "import sys, fastnorm.distributed; print('mpi4py' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    env = subprocess_env()
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
@@ -411,17 +410,13 @@ needs_mpi = pytest.mark.skipif(
 
 
 def mpirun(nranks, args, timeout=60):
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(HERE.parent), os.environ.get("PYTHONPATH")) if p
-        ),
-        "OMP_NUM_THREADS": "1",
+    env = subprocess_env(
+        OMP_NUM_THREADS="1",
         # the CI machine runs as root; harmless otherwise
-        "OMPI_ALLOW_RUN_AS_ROOT": "1",
-        "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-        "OMPI_MCA_rmaps_base_oversubscribe": "1",
-    }
+        OMPI_ALLOW_RUN_AS_ROOT="1",
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+        OMPI_MCA_rmaps_base_oversubscribe="1",
+    )
     cmd = [
         MPIRUN, "-n", str(nranks), "--oversubscribe", "--bind-to", "none",
         "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo",

@@ -17,6 +17,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
+from conftest import subprocess_env  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.autograd import gradcheck  # noqa: E402
 
@@ -24,14 +25,6 @@ import fastnorm  # noqa: E402
 import fastnorm.torch as fnt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Subprocesses import the fastnorm under test (installed, or the source tree in development):
-# the directory holding the package goes first on their path.
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(fastnorm.__file__)))
-
-
-def _env(**extra):
-    path = os.pathsep.join(p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p)
-    return dict(os.environ, PYTHONPATH=path, **extra)
 F64 = torch.float64
 F32 = torch.float32
 CL = torch.channels_last
@@ -58,7 +51,7 @@ def _close(a, b, rtol=1e-5, atol=1e-5, msg=""):
 
 def test_import_fastnorm_does_not_import_torch(tmp_path):
     code = "import sys, fastnorm; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, env=_env(), cwd=tmp_path)
+    subprocess.run([sys.executable, "-c", code], check=True, env=subprocess_env(), cwd=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -794,7 +787,7 @@ def test_torch_distributed_comm(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(_DIST_WORKER)
     init = "file://" + str(tmp_path / "rendezvous")
-    env = _env(OMP_NUM_THREADS="1")
+    env = subprocess_env(OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, str(script), str(r), init], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in range(2)]
@@ -820,8 +813,8 @@ def test_comm_requires_initialized_process_group():
 
 def test_bench_torch_models_smoke(tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "torch_models.py"),
-                        "--tiny"], env=_env(), cwd=tmp_path, capture_output=True, text=True,
-                       timeout=300)
+                        "--tiny"], env=subprocess_env(), cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "speedup" in r.stdout and "transformer" in r.stdout
 
