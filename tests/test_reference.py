@@ -60,7 +60,7 @@ def test_loads_standalone_with_numpy_only():
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
-    assert int(res.stdout) == 18
+    assert int(res.stdout) == 22
 
 
 def test_public_names():
@@ -69,6 +69,8 @@ def test_public_names():
         for op in (
             "layer_norm",
             "rms_norm",
+            "add_layer_norm",
+            "add_rms_norm",
             "batch_norm",
             "group_norm",
             "instance_norm",
