@@ -158,19 +158,32 @@ def _row_inputs(rng, shape, dtype, p):
     }
 
 
-def _ln_forward(lib, a, p, out, stats):
-    x, w, b, axis, eps = a["x"], a.get("weight"), a.get("bias"), p["axis"], p["eps"]
-    return lambda: lib.layer_norm(x, w, b, axis=axis, eps=eps, out=out, return_stats=stats)
+def _affine_forward(name):
+    """The binder of a forward ``name(x, weight, bias, *, axis, eps, out, return_stats)``
+    (layer_norm, instance_norm)."""
+
+    def bind(lib, a, p, out, stats):
+        f, x, w, b = getattr(lib, name), a["x"], a.get("weight"), a.get("bias")
+        axis, eps = p["axis"], p["eps"]
+        return lambda: f(x, w, b, axis=axis, eps=eps, out=out, return_stats=stats)
+
+    return bind
 
 
-def _ln_backward(lib, a, p, out):
-    dy, x, w, axis = a["dy"], a["x"], a.get("weight"), p["axis"]
+def _affine_backward(name):
+    """The binder of a backward ``name(dy, x, mean, rstd, weight, *, axis, out)`` from the
+    forward's (y, mean, rstd) (layer_norm_backward, instance_norm_backward)."""
 
-    def call(saved):
-        _, mean, rstd = saved
-        return lib.layer_norm_backward(dy, x, mean, rstd, w, axis=axis, out=out)
+    def bind(lib, a, p, out):
+        f, dy, x, w, axis = getattr(lib, name), a["dy"], a["x"], a.get("weight"), p["axis"]
 
-    return call
+        def call(saved):
+            _, mean, rstd = saved
+            return f(dy, x, mean, rstd, w, axis=axis, out=out)
+
+        return call
+
+    return bind
 
 
 def _rms_forward(lib, a, p, out, stats):
@@ -291,21 +304,6 @@ def _gn_backward(lib, a, p, out):
     def call(saved):
         _, mean, rstd = saved
         return lib.group_norm_backward(dy, x, mean, rstd, G, w, axis=axis, out=out)
-
-    return call
-
-
-def _in_forward(lib, a, p, out, stats):
-    x, w, b, axis, eps = a["x"], a.get("weight"), a.get("bias"), p["axis"], p["eps"]
-    return lambda: lib.instance_norm(x, w, b, axis=axis, eps=eps, out=out, return_stats=stats)
-
-
-def _in_backward(lib, a, p, out):
-    dy, x, w, axis = a["dy"], a["x"], a.get("weight"), p["axis"]
-
-    def call(saved):
-        _, mean, rstd = saved
-        return lib.instance_norm_backward(dy, x, mean, rstd, w, axis=axis, out=out)
 
     return call
 
@@ -435,8 +433,9 @@ _MOMENT_DTYPES = {"count": "int64", "mean": "float64", "m2": "float64"}
 _GRADS3 = ("dx", "dweight", "dbias")
 
 OPS: tuple[Op, ...] = (
-    Op("layer_norm", "rows", ("layer_norm", "layer_norm_backward"), _row_inputs, _ln_forward,
-       _STATS3, _ln_backward, _GRADS3, {"axis": -1, "eps": 1e-5},
+    Op("layer_norm", "rows", ("layer_norm", "layer_norm_backward"), _row_inputs,
+       _affine_forward("layer_norm"), _STATS3, _affine_backward("layer_norm_backward"), _GRADS3,
+       {"axis": -1, "eps": 1e-5},
        optional=("weight", "bias"), cases=ROW_CASES),
     Op("rms_norm", "rows", ("rms_norm", "rms_norm_backward"), _row_inputs, _rms_forward,
        ("y", "rstd"), _rms_backward, ("dx", "dweight"), {"axis": -1, "eps": 1e-6},
@@ -459,7 +458,8 @@ OPS: tuple[Op, ...] = (
        _gn_forward, _STATS3, _gn_backward, _GRADS3, {"axis": 1, "eps": 1e-5, "num_groups": None},
        optional=("weight", "bias"), cases=GROUP_CASES),
     Op("instance_norm", "channels", ("instance_norm", "instance_norm_backward"), _stat_inputs,
-       _in_forward, _STATS3, _in_backward, _GRADS3, {"axis": 1, "eps": 1e-5},
+       _affine_forward("instance_norm"), _STATS3, _affine_backward("instance_norm_backward"),
+       _GRADS3, {"axis": 1, "eps": 1e-5},
        optional=("weight", "bias"), cases=CHANNEL_CASES),
     Op("batch_moments", "channels", ("batch_moments",), _stat_inputs, _moments_forward,
        ("count", "mean", "m2"), params={"axis": 1}, forward_out=False, cases=CHANNEL_CASES,

@@ -311,11 +311,8 @@ def _add_norm(x, residual, weight, bias, axis, eps, residual_dtype, out, residua
         mean = _stat(batch_shape, sdtype, K) if centered else None
         rstd = _stat(batch_shape, sdtype, K)
     s = make_out(residual_out, x.shape, rdtype, (r, xc, weight, bias), "residual_out")
-    if rdtype == dtype:
-        y = make_out(out, x.shape, dtype, (xc, r, weight, bias, s))
-        ky = y
-    else:  # half x, float32 s: the float32 kernel into a float32 y, then rounded to x's dtype
-        y = make_out(out, x.shape, dtype, (xc, r, weight, bias, s))
+    y = ky = make_out(out, x.shape, dtype, (xc, r, weight, bias, s))
+    if rdtype != dtype:  # half x, float32 s: the float32 kernel into a float32 y, then rounded
         xc = xc.astype(rdtype)
         ky = np.empty(x.shape, rdtype)
     if M * K:
