@@ -7,7 +7,10 @@ Models (float32, CPU):
 - ``resnet-gn``: the same stack with GroupNorm(32) in place of BatchNorm;
 - ``mobilenet-bn``: depthwise-separable blocks with BatchNorm, NCHW and channels_last;
 - ``transformer``: ``torch.nn.TransformerEncoderLayer`` (post-norm and pre-norm,
-  ``norm_first=True``), batch first, no dropout.
+  ``norm_first=True``), batch first, no dropout;
+- ``prenorm-rms`` / ``prenorm-ln``: LLaMA-style pre-norm blocks (causal attention, an MLP)
+  whose residual adds go through ``fastnorm.torch.add_norm``: torch's ``s = x + r;
+  norm(s)`` before conversion, the fused add + RMS / layer norm after.
 
 Passes: ``infer`` (eval mode under ``torch.inference_mode``) and ``train`` (a training
 step: forward, mean-square loss, backward, SGD step). Each case is timed at each thread
@@ -72,6 +75,41 @@ def mobilenet(c, blocks, norm):
     return nn.Sequential(*layers)
 
 
+class _Attention(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, d // self.heads).transpose(1, 3).unbind(2)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(a.transpose(1, 2).reshape(b, t, d))
+
+
+class PreNormBlocks(nn.Module):
+    """Pre-norm transformer blocks, the residual stream kept apart from the normalized
+    input as LLaMA-style implementations do: ``h, r = add_norm(norm, sublayer(h), r)``
+    (``norm`` a torch.nn.LayerNorm or RMSNorm; fused once converted)."""
+
+    def __init__(self, d, heads, ff, blocks, norm):
+        super().__init__()
+        self.attn = nn.ModuleList(_Attention(d, heads) for _ in range(blocks))
+        self.mlp = nn.ModuleList(nn.Sequential(nn.Linear(d, ff), nn.SiLU(), nn.Linear(ff, d))
+                                 for _ in range(blocks))
+        self.n1 = nn.ModuleList(norm(d) for _ in range(blocks))
+        self.n2 = nn.ModuleList(norm(d) for _ in range(blocks + 1))
+
+    def forward(self, x):
+        h, residual = self.n2[0](x), x
+        for attn, mlp, n1, n2 in zip(self.attn, self.mlp, self.n1, self.n2[1:], strict=True):
+            h, residual = fnt.add_norm(n1, attn(h), residual)
+            h, residual = fnt.add_norm(n2, mlp(h), residual)
+        return h
+
+
 def _cases(tiny):
     """(name, model, input) for every benchmarked model."""
     if tiny:
@@ -96,6 +134,8 @@ def _cases(tiny):
                                            norm_first=norm_first)
         name = "transformer " + ("pre-norm" if norm_first else "post-norm")
         out.append((name, layer, tokens))
+    out.append(("prenorm-rms", PreNormBlocks(d, heads, ff, blocks, nn.RMSNorm), tokens))
+    out.append(("prenorm-ln", PreNormBlocks(d, heads, ff, blocks, nn.LayerNorm), tokens))
     return out
 
 

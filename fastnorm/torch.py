@@ -21,6 +21,10 @@ Functional API (torch.nn.functional-like signatures)::
     l2_normalize(input, dim=-1, eps=1e-12)
     weight_norm(v, g, dim=0)                            # torch._weight_norm
     cosine_norm(input, weight, eps=1e-12)               # (N, D), (M, D) -> (N, M)
+    add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5)
+    add_rms_norm(input, residual, normalized_shape, weight=None, eps=None)
+                                                        # -> (y, s), s = input + residual
+    add_norm(norm, input, residual)                     # (norm(s), s) for a norm module
 
 Modules: :class:`LayerNorm`, :class:`RMSNorm`, :class:`BatchNorm1d`, :class:`BatchNorm2d`,
 :class:`BatchNorm3d`, :class:`GroupNorm`, :class:`InstanceNorm1d`, :class:`InstanceNorm2d`,
@@ -46,6 +50,9 @@ __all__ = [
     "l2_normalize",
     "weight_norm",
     "cosine_norm",
+    "add_layer_norm",
+    "add_rms_norm",
+    "add_norm",
     "convert",
     "LayerNorm",
     "RMSNorm",
@@ -360,6 +367,48 @@ class _CosineNormFn(torch.autograd.Function):
         return _grads(ctx, _tensor(dx), _tensor(dw), None)
 
 
+class _AddNormFn(torch.autograd.Function):
+    """s = x + residual, then layer norm (a bias given, or ``centered``) or RMS norm of s;
+    returns (y, s). The residual has x's trailing ``residual.dim()`` axes (it repeats over
+    the others)."""
+
+    @staticmethod
+    def forward(ctx, x, residual, weight, bias, axis, eps, centered):
+        ctx.set_materialize_grads(False)  # y or s may not reach the loss
+        x = x.contiguous()
+        y, s = _empty(x), _empty(x)
+        args = (_np(x), _np(residual.contiguous()))
+        kw = dict(axis=axis, eps=eps, out=_np(y), residual_out=_np(s), return_stats=True)
+        if centered:
+            _, _, mean, rstd = _fn.add_layer_norm(*args, _np(weight), _np(bias), **kw)
+            ctx.save_for_backward(s, weight, _tensor(mean), _tensor(rstd))
+        else:
+            _, _, rstd = _fn.add_rms_norm(*args, _np(weight), **kw)
+            ctx.save_for_backward(s, weight, _tensor(rstd))
+        ctx.layout = (axis, centered)
+        return y, s
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, ds):
+        axis, centered = ctx.layout
+        s, weight, *stats = ctx.saved_tensors
+        dw = db = None
+        if dy is not None:
+            args = (_np(dy), _np(ds), _np(s), *map(_np, stats), _np(weight))
+            if centered:
+                dx, dw, db = map(_tensor, _fn.add_layer_norm_backward(*args, axis=axis))
+            else:
+                dx, dw = map(_tensor, _fn.add_rms_norm_backward(*args, axis=axis))
+        elif ds is not None:  # only s reaches the loss: y's parameters get no gradient
+            dx = ds
+        else:
+            return (None,) * 7
+        # dx is the residual's gradient too; autograd sums it over the axes the residual
+        # repeated over (its gradient gets the residual's shape)
+        return _grads(ctx, dx, dx, dw, db, None, None, None)
+
+
 # ---------------------------------------------------------------------------------------
 # functional API
 
@@ -437,6 +486,114 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     return _RMSNormFn.apply(input, weight, axis, eps)
 
 
+def _add_args(input, residual, shape, *params):
+    """(x, residual) for fastnorm's fused add, cast to the dtype of ``input + residual``,
+    the residual's leading size-1 axes dropped; or None where torch's composite is the
+    computation (the residual broadcasts another way, a dtype or device fastnorm does not
+    compute, ...)."""
+    if not (isinstance(input, torch.Tensor) and isinstance(residual, torch.Tensor)):
+        return None
+    dtype = torch.result_type(input, residual)
+    if not (dtype in FAST_DTYPES and type(residual) in _PLAIN_TYPES
+            and residual.dim() <= input.dim()):
+        return None
+    lead = 0
+    while lead < residual.dim() - len(shape) and residual.shape[lead] == 1:
+        lead += 1
+    r = residual.to(dtype)[(0,) * lead] if lead else residual.to(dtype)
+    x = input.to(dtype)
+    if not (_fast(x, r, *params) and _rows_ok(x, shape, *params)
+            and r.dim() >= len(shape)
+            and tuple(x.shape[x.dim() - r.dim():]) == tuple(r.shape)):
+        return None
+    return x, r
+
+
+def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """``s = input + residual`` and ``layer_norm(s)`` in one pass (:func:`fastnorm.add_layer_norm`)
+    with autograd; returns ``(y, s)``, as ``s = input + residual;
+    y = F.layer_norm(s, normalized_shape, weight, bias, eps)`` does.
+
+    The pre-norm transformer block's ``norm(x + residual)`` that keeps the sum as the next
+    residual. Either output may be left out of the loss. The residual may broadcast over
+    the leading axes of input (an ``(S, H)`` skip added to every ``(B, S, H)`` batch);
+    mixed dtypes compute in the dtype of ``input + residual``.
+
+    Returns
+    -------
+    (y, s): Tensors of the broadcast shape and the promoted dtype
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> y, s = fnt.add_layer_norm(torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(3), 3, eps=0.0)
+    >>> s, y
+    (tensor([[2., 3., 4.]]), tensor([[-1.2247,  0.0000,  1.2247]]))
+    """
+    shape = _shape_tuple(normalized_shape)
+    xr = _add_args(input, residual, shape, weight, bias) if _eps_ok(eps) else None
+    if xr is None:
+        s = input + residual
+        return F.layer_norm(s, shape, weight, bias, eps), s
+    x, r = xr
+    axis = x.dim() - len(shape)
+    if not _needs_grad(x, r, weight, bias):
+        with torch.no_grad():
+            return _AddNormFn.forward(_NoCtx(), x, r, weight, bias, axis, eps, True)
+    return _AddNormFn.apply(x, r, weight, bias, axis, eps, True)
+
+
+def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None):
+    """``s = input + residual`` and ``rms_norm(s)`` in one pass (:func:`fastnorm.add_rms_norm`)
+    with autograd; returns ``(y, s)``, as ``s = input + residual;
+    y = F.rms_norm(s, normalized_shape, weight, eps)`` does (``eps=None``:
+    ``torch.finfo(s.dtype).eps``). Broadcasting and dtypes as in :func:`add_layer_norm`.
+
+    Returns
+    -------
+    (y, s)
+    """
+    shape = _shape_tuple(normalized_shape)
+    xr = _add_args(input, residual, shape, weight) if eps is None or _eps_ok(eps) else None
+    if xr is None:
+        s = input + residual
+        return F.rms_norm(s, shape, weight, eps), s
+    x, r = xr
+    if eps is None:
+        eps = torch.finfo(x.dtype).eps
+    axis = x.dim() - len(shape)
+    if not _needs_grad(x, r, weight):
+        with torch.no_grad():
+            return _AddNormFn.forward(_NoCtx(), x, r, weight, None, axis, eps, False)
+    return _AddNormFn.apply(x, r, weight, None, axis, eps, False)
+
+
+def add_norm(norm, input, residual):
+    """``(norm(s), s)`` with ``s = input + residual``, for a pre-norm block's norm module:
+    one fused pass (:func:`add_layer_norm`, :func:`add_rms_norm`) when ``norm`` is one of
+    this module's :class:`LayerNorm` or :class:`RMSNorm` (e.g. after :func:`convert`),
+    otherwise ``s = input + residual`` and ``norm(s)``. A block written with it runs
+    unchanged before conversion and fused after.
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> norm = torch.nn.LayerNorm(4)
+    >>> x, r = torch.randn(2, 4), torch.randn(2, 4)
+    >>> y0, s0 = fnt.add_norm(norm, x, r)          # torch: s = x + r; norm(s)
+    >>> y1, s1 = fnt.add_norm(fnt.convert(norm), x, r)  # fused
+    >>> torch.allclose(y0, y1, atol=1e-6) and torch.equal(s0, s1)
+    True
+    """
+    if type(norm) is LayerNorm and not torch.jit.is_scripting():
+        return add_layer_norm(input, residual, norm.normalized_shape, norm.weight, norm.bias,
+                              norm.eps)
+    if type(norm) is RMSNorm and not torch.jit.is_scripting():
+        return add_rms_norm(input, residual, norm.normalized_shape, norm.weight, norm.eps)
+    s = input + residual
+    return norm(s), s
+
+
 def _eps_ok(eps):
     """eps fastnorm accepts (finite, >= 0); torch handles any other value its own way."""
     return isinstance(eps, (int, float)) and 0.0 <= eps < float("inf")
@@ -499,6 +656,9 @@ class _NoCtx:
     """Stands in for autograd's ctx when a forward runs outside autograd."""
 
     def save_for_backward(self, *tensors):
+        pass
+
+    def set_materialize_grads(self, value):
         pass
 
 
