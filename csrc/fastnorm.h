@@ -278,6 +278,14 @@ int fn_weight_norm_fwd(int dtype, const void *v, const void *g, void *w, void *n
 int fn_weight_norm_bwd(int dtype, const void *dw, const void *v, const void *g, const void *norm,
                        void *dv, void *dg, int64_t A, int64_t C, int64_t B);
 
+/* Double backward (the backward's vector-Jacobian product) of layer, RMS, batch, group and
+ * instance norm over x as (N, A, C, B) with G groups of channels per n: see double_bwd.c.
+ * float32 and float64 only; serial. */
+int fn_norm_double_bwd(int dtype, const void *x, const void *dy, const void *mean, const void *rstd,
+                       const void *weight, const void *ggx, const void *ggw, const void *ggb,
+                       void *gx, void *gdy, void *gw, int64_t N, int64_t A, int64_t C, int64_t B,
+                       int64_t G, int fixed);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,6 +16,13 @@ from ._channels import (
     instance_norm,
     instance_norm_backward,
 )
+from ._double import (
+    batch_norm_double_backward,
+    group_norm_double_backward,
+    instance_norm_double_backward,
+    layer_norm_double_backward,
+    rms_norm_double_backward,
+)
 from ._moments import batch_moments, merge_moments
 from ._rows import (
     add_layer_norm,
@@ -74,6 +81,11 @@ __all__ = [
     "weight_norm_backward",
     "cosine_norm",
     "cosine_norm_backward",
+    "layer_norm_double_backward",
+    "rms_norm_double_backward",
+    "batch_norm_double_backward",
+    "group_norm_double_backward",
+    "instance_norm_double_backward",
     "set_num_threads",
     "set_output_cache",
     "get_output_cache",

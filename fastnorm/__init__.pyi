@@ -33,6 +33,11 @@ __all__ = [
     "weight_norm_backward",
     "cosine_norm",
     "cosine_norm_backward",
+    "layer_norm_double_backward",
+    "rms_norm_double_backward",
+    "batch_norm_double_backward",
+    "group_norm_double_backward",
+    "instance_norm_double_backward",
     "batch_moments",
     "merge_moments",
     "set_num_threads",
@@ -455,6 +460,69 @@ def cosine_norm_backward(
     *,
     eps: float = 1e-12,
 ) -> tuple[_Array, _Array]: ...
+
+_Double = tuple[_Array, _Array, _Array | None]
+
+def layer_norm_double_backward(
+    ggx: ArrayLike | None,
+    ggweight: ArrayLike | None,
+    ggbias: ArrayLike | None,
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+) -> _Double: ...
+def rms_norm_double_backward(
+    ggx: ArrayLike | None,
+    ggweight: ArrayLike | None,
+    dy: ArrayLike,
+    x: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = -1,
+) -> _Double: ...
+def batch_norm_double_backward(
+    ggx: ArrayLike | None,
+    ggweight: ArrayLike | None,
+    ggbias: ArrayLike | None,
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+    training: bool = True,
+) -> _Double: ...
+def group_norm_double_backward(
+    ggx: ArrayLike | None,
+    ggweight: ArrayLike | None,
+    ggbias: ArrayLike | None,
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    num_groups: int,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+) -> _Double: ...
+def instance_norm_double_backward(
+    ggx: ArrayLike | None,
+    ggweight: ArrayLike | None,
+    ggbias: ArrayLike | None,
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    rstd: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    axis: int = 1,
+) -> _Double: ...
 
 def batch_moments(
     x: ArrayLike, axis: int = 1

@@ -81,6 +81,10 @@ cdef extern from "fastnorm.h" nogil:
                           const void *rstd, const void *weight, void *dx, void *dweight,
                           void *dbias, int64_t N, int64_t A, int64_t C, int64_t B,
                           int64_t G)
+    int fn_norm_double_bwd(int dtype, const void *x, const void *dy, const void *mean,
+                           const void *rstd, const void *weight, const void *ggx,
+                           const void *ggw, const void *ggb, void *gx, void *gdy, void *gw,
+                           int64_t N, int64_t A, int64_t C, int64_t B, int64_t G, int fixed)
     int fn_batch_moments(int dtype, const void *x, double *mean, double *m2, int64_t A,
                          int64_t C, int64_t B)
     int fn_batch_norm_bwd_sums(int dtype, const void *dy, const void *x, const void *mean,

@@ -156,6 +156,25 @@ def group_norm_bwd(
     B: int,
     G: int,
 ) -> None: ...
+def norm_double_bwd(
+    x: _A,
+    dy: _A,
+    mean: _A | None,
+    rstd: _A,
+    weight: _A | None,
+    ggx: _A | None,
+    ggw: _A | None,
+    ggb: _A | None,
+    gx: _A,
+    gdy: _A,
+    gw: _A | None,
+    N: int,
+    A: int,
+    C: int,
+    B: int,
+    G: int,
+    fixed: bool,
+) -> None: ...
 def l2_normalize_fwd(
     x: _A, y: _A, norm: _A | None, N: int, A: int, C: int, B: int, eps: float
 ) -> None: ...

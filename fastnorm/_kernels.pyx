@@ -396,6 +396,28 @@ def group_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray 
     _check(st)
 
 
+def norm_double_bwd(cnp.ndarray x, cnp.ndarray dy, object mean, cnp.ndarray rstd,
+                    object weight, object ggx, object ggw, object ggb, cnp.ndarray gx,
+                    cnp.ndarray gdy, object gw, int64_t N, int64_t A, int64_t C, int64_t B,
+                    int64_t G, bint fixed):
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
+    cdef void *pdy = _p(dy)
+    cdef void *pm = _p(mean)
+    cdef void *pr = _p(rstd)
+    cdef void *pw = _p(weight)
+    cdef void *pvx = _p(ggx)
+    cdef void *pvw = _p(ggw)
+    cdef void *pvb = _p(ggb)
+    cdef void *pgx = _p(gx)
+    cdef void *pgdy = _p(gdy)
+    cdef void *pgw = _p(gw)
+    with nogil:
+        st = fn_norm_double_bwd(t, px, pdy, pm, pr, pw, pvx, pvw, pvb, pgx, pgdy, pgw,
+                                N, A, C, B, G, fixed)
+    _check(st)
+
+
 def l2_normalize_fwd(cnp.ndarray x, cnp.ndarray y, object norm, int64_t N, int64_t A,
                      int64_t C, int64_t B, double eps):
     cdef int st, t = _kind(x)

@@ -22,6 +22,8 @@ An entry knows:
   forward's ``saved`` tuple that returns the tuple named by ``grads``.
 - ``params``: the keyword defaults (axis, eps, groups, ...) and ``variants``: the parameter
   sets a caller that covers the op runs (batch norm's training and evaluation modes).
+- ``double_backward``: the name of the op's double-backward function, if it has one
+  (checked by ``tests/test_double_backward.py``).
 - ``cases``: small ``(shape, params)`` pairs with odd sizes (SIMD tails, one-element axes,
   several axes and layouts) on which every check that covers the op runs it.
 
@@ -87,6 +89,7 @@ class Op:
     backward_out: bool = True
     cases: Cases = ()
     dtypes: Mapping[str, str] = field(default_factory=dict)
+    double_backward: str | None = None
 
     def merged(self, params=None) -> dict:
         p = dict(self.params)
@@ -436,10 +439,12 @@ OPS: tuple[Op, ...] = (
     Op("layer_norm", "rows", ("layer_norm", "layer_norm_backward"), _row_inputs,
        _affine_forward("layer_norm"), _STATS3, _affine_backward("layer_norm_backward"), _GRADS3,
        {"axis": -1, "eps": 1e-5},
-       optional=("weight", "bias"), cases=ROW_CASES),
+       optional=("weight", "bias"), double_backward="layer_norm_double_backward",
+       cases=ROW_CASES),
     Op("rms_norm", "rows", ("rms_norm", "rms_norm_backward"), _row_inputs, _rms_forward,
        ("y", "rstd"), _rms_backward, ("dx", "dweight"), {"axis": -1, "eps": 1e-6},
-       optional=("weight", "bias"), cases=ROW_CASES),
+       optional=("weight", "bias"), double_backward="rms_norm_double_backward",
+       cases=ROW_CASES),
     Op("add_layer_norm", "rows", ("add_layer_norm", "add_layer_norm_backward"), _add_row_inputs,
        _add_ln_forward, ("y", "s", "mean", "rstd"), _add_ln_backward, _GRADS3,
        {"axis": -1, "eps": 1e-5, "broadcast": False}, optional=("weight", "bias", "ds"),
@@ -453,14 +458,17 @@ OPS: tuple[Op, ...] = (
        {"axis": 1, "eps": 1e-5, "training": True, "momentum": 0.1},
        variants=({"training": True}, {"training": False}),
        optional=("weight", "bias"), running=("running_mean", "running_var"),
+       double_backward="batch_norm_double_backward",
        cases=CHANNEL_CASES),
     Op("group_norm", "channels", ("group_norm", "group_norm_backward"), _stat_inputs,
        _gn_forward, _STATS3, _gn_backward, _GRADS3, {"axis": 1, "eps": 1e-5, "num_groups": None},
-       optional=("weight", "bias"), cases=GROUP_CASES),
+       optional=("weight", "bias"), double_backward="group_norm_double_backward",
+       cases=GROUP_CASES),
     Op("instance_norm", "channels", ("instance_norm", "instance_norm_backward"), _stat_inputs,
        _affine_forward("instance_norm"), _STATS3, _affine_backward("instance_norm_backward"),
        _GRADS3, {"axis": 1, "eps": 1e-5},
-       optional=("weight", "bias"), cases=CHANNEL_CASES),
+       optional=("weight", "bias"), double_backward="instance_norm_double_backward",
+       cases=CHANNEL_CASES),
     Op("batch_moments", "channels", ("batch_moments",), _stat_inputs, _moments_forward,
        ("count", "mean", "m2"), params={"axis": 1}, forward_out=False, cases=CHANNEL_CASES,
        dtypes=_MOMENT_DTYPES),

@@ -35,19 +35,24 @@ __all__ = [
     "batch_moments",
     "batch_norm",
     "batch_norm_backward",
+    "batch_norm_double_backward",
     "cosine_norm",
     "cosine_norm_backward",
     "group_norm",
     "group_norm_backward",
+    "group_norm_double_backward",
     "instance_norm",
     "instance_norm_backward",
+    "instance_norm_double_backward",
     "l2_normalize",
     "l2_normalize_backward",
     "layer_norm",
     "layer_norm_backward",
+    "layer_norm_double_backward",
     "merge_moments",
     "rms_norm",
     "rms_norm_backward",
+    "rms_norm_double_backward",
     "weight_norm",
     "weight_norm_backward",
 ]
@@ -1058,3 +1063,141 @@ def cosine_norm_backward(dy, x, w, x_norm, w_norm, *, eps=1e-12):
     dx = l2_normalize_backward(dy @ wh, xh, x_norm, axis=1, eps=eps)
     dw = l2_normalize_backward(dy.T @ xh, wh, w_norm, axis=1, eps=eps)
     return dx, dw
+
+
+# --------------------------------------------------------------------------- double backward
+
+
+def _zeros_or(a, shape):
+    return np.zeros(shape) if a is None else np.broadcast_to(_f64(a), shape)
+
+
+def _double_core(v, a, b, dy, x, mean, rstd, gam, red, centered, fixed):
+    """The double backward on arrays of one shape (mean, rstd broadcast), statistics over
+    the axes ``red``: (gx, gdy, dy * t), the last summed to give gweight."""
+    mean = mean if centered else 0.0
+    xhat = (x - mean) * rstd
+    g = dy * gam
+    if fixed:
+        t = rstd * v
+        return rstd * a * dy, gam * t + a * xhat + b, dy * t
+    n = _count(x.shape, red)
+
+    def avg(z):
+        return _mean(z, red) if centered else 0.0
+
+    m = _mean(g * xhat, red)
+    q = _mean(v * xhat, red)
+    t = rstd * (v - avg(v) - xhat * q)
+    dx_over_r = g - avg(g) - xhat * m
+    P = (v * dx_over_r).sum(axis=red, keepdims=True)
+    h = a * dy - rstd * (v * m + g * q)
+    gx = rstd * (h - avg(h) - xhat * _mean(h * xhat, red)) - P * rstd**2 * xhat / n
+    return gx, gam * t + a * xhat + b, dy * t
+
+
+def _rows_double(ggx, ggweight, ggbias, dy, x, mean, rstd, weight, axis, centered):
+    x, dy = _f64(x), _f64(dy)
+    axis = _axis(axis, x.ndim)
+    red = tuple(range(axis, x.ndim))
+    pshape = x.shape[axis:]
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    weight = _param(weight, pshape, "weight")
+    gam = 1.0 if weight is None else weight
+    mean = _f64(mean).reshape(stat_shape) if centered else None
+    rstd = _f64(rstd).reshape(stat_shape)
+    v = _zeros_or(ggx, x.shape)
+    a = _zeros_or(_param(ggweight, pshape, "ggweight"), pshape)
+    b = _zeros_or(_param(ggbias, pshape, "ggbias"), pshape)
+    gx, gdy, dyt = _double_core(v, a, b, dy, x, mean, rstd, gam, red, centered, False)
+    gweight = None if weight is None else dyt.sum(axis=tuple(range(axis)))
+    return gx, gdy, gweight
+
+
+def layer_norm_double_backward(ggx, ggweight, ggbias, dy, x, mean, rstd, weight=None, *,
+                               axis=-1):
+    r"""Double backward of :func:`layer_norm`: the gradients with respect to x, dy and weight
+    of a loss whose gradients with respect to :func:`layer_norm_backward`'s dx, dweight and
+    dbias are ``ggx``, ``ggweight``, ``ggbias`` (None: zero).
+
+    With :math:`\hat x = (x - \mu) r`, :math:`g = \gamma\,dy`, means (bars) over a row,
+    :math:`v` = ggx, :math:`a` = ggweight, :math:`b` = ggbias, :math:`m = \overline{g\hat x}`,
+    :math:`q = \overline{v \hat x}`, :math:`P = \sum v\,dx / r`,
+    :math:`h = a\,dy - r(v m + g q)`:
+
+    .. math::
+
+        g_{dy} = \gamma r (v - \bar v - \hat x q) + a \hat x + b, \quad
+        g_\gamma = \sum dy\, r (v - \bar v - \hat x q), \quad
+        g_x = r (h - \bar h - \hat x\, \overline{h \hat x}) - P r^2 \hat x / n
+
+    Returns
+    -------
+    gx, gdy : ndarray, x's shape
+    gweight : ndarray or None
+    """
+    return _rows_double(ggx, ggweight, ggbias, dy, x, mean, rstd, weight, axis, True)
+
+
+def rms_norm_double_backward(ggx, ggweight, dy, x, rstd, weight=None, *, axis=-1):
+    r"""Double backward of :func:`rms_norm`: :func:`layer_norm_double_backward`'s formulas
+    with :math:`\hat x = x r` and no mean terms."""
+    return _rows_double(ggx, ggweight, None, dy, x, None, rstd, weight, axis, False)
+
+
+def _channel_double(ggx, ggweight, ggbias, dy, x, mean, rstd, weight, axis, groups, fixed):
+    """Batch norm (``groups`` None) or group norm (``groups`` G) double backward."""
+    x, dy = _f64(x), _f64(dy)
+    axis = _axis(axis, x.ndim)
+    c = x.shape[axis]
+    bshape = _channel_shape(x.ndim, axis)
+    others = tuple(i for i in range(x.ndim) if i != axis)
+    weight = _param(weight, (c,), "weight")
+
+    def per_channel(p, name):
+        p = _param(p, (c,), name)
+        return np.zeros(x.shape) if p is None else np.broadcast_to(p.reshape(bshape), x.shape)
+
+    gam = per_channel(weight if weight is not None else np.ones(c), "weight")
+    a, b = per_channel(ggweight, "ggweight"), per_channel(ggbias, "ggbias")
+    v = _zeros_or(ggx, x.shape)
+    if groups is None:
+        mean = _f64(mean).reshape(bshape)
+        rstd = _f64(rstd).reshape(bshape)
+        gx, gdy, dyt = _double_core(v, a, b, dy, x, mean, rstd, gam, others, True, fixed)
+    else:
+        size = c // groups
+        view = [_grouped(z, axis, groups, size) for z in (v, a, b, dy, x, gam)]
+        stat_shape = (x.shape[0], groups) + (1,) * (view[0].ndim - 2)
+        mean = _f64(mean).reshape(stat_shape)
+        rstd = _f64(rstd).reshape(stat_shape)
+        red = tuple(range(2, view[0].ndim))
+        res = _double_core(*view[:5], mean, rstd, view[5], red, True, False)
+        gx, gdy, dyt = (_ungrouped(z, x.shape, axis) for z in res)
+    gweight = None if weight is None else dyt.sum(axis=others)
+    return gx, gdy, gweight
+
+
+def batch_norm_double_backward(ggx, ggweight, ggbias, dy, x, mean, rstd, weight=None, *,
+                               axis=1, training=True):
+    r"""Double backward of :func:`batch_norm` (:func:`layer_norm_double_backward`'s
+    formulas per channel); with ``training=False`` the statistics are constants:
+    :math:`g_{dy} = \gamma r v + a \hat x + b`, :math:`g_\gamma = \sum dy\,r v`,
+    :math:`g_x = r a\,dy`."""
+    return _channel_double(ggx, ggweight, ggbias, dy, x, mean, rstd, weight, axis, None,
+                           not training)
+
+
+def group_norm_double_backward(ggx, ggweight, ggbias, dy, x, mean, rstd, num_groups,
+                               weight=None, *, axis=1):
+    """Double backward of :func:`group_norm` (the formulas per (sample, group))."""
+    _, _, groups, _ = _gn_setup(x, axis, num_groups)
+    return _channel_double(ggx, ggweight, ggbias, dy, x, mean, rstd, weight, axis, groups,
+                           False)
+
+
+def instance_norm_double_backward(ggx, ggweight, ggbias, dy, x, mean, rstd, weight=None, *,
+                                  axis=1):
+    """Double backward of :func:`instance_norm` (the formulas per (sample, channel))."""
+    c = np.shape(x)[_axis(axis, np.ndim(x))]
+    return _channel_double(ggx, ggweight, ggbias, dy, x, mean, rstd, weight, axis, c, False)

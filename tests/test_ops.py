@@ -18,6 +18,7 @@ RUNTIME = {"set_num_threads", "get_num_threads", "set_output_cache", "get_output
 def test_every_public_function_is_in_exactly_one_op():
     public = {name for name in fn.__all__ if callable(getattr(fn, name))} - RUNTIME
     listed = [f for op in _ops.OPS for f in op.functions]
+    listed += [op.double_backward for op in _ops.OPS if op.double_backward]
     assert sorted(listed) == sorted(public)
     assert len(set(listed)) == len(listed)
 
@@ -34,7 +35,7 @@ def test_names_are_unique_and_get_finds_them():
 def test_every_op_has_cases_and_the_reference_has_its_functions():
     for op in _ops.OPS:
         assert op.cases, op.name
-        for f in op.functions:
+        for f in op.functions + ((op.double_backward,) if op.double_backward else ()):
             assert callable(getattr(ref, f)), f
         assert bool(op.backward) == bool(op.grads) == (len(op.functions) == 2), op.name
 

@@ -60,7 +60,7 @@ def test_loads_standalone_with_numpy_only():
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
-    assert int(res.stdout) == 22
+    assert int(res.stdout) == 27
 
 
 def test_public_names():
@@ -81,6 +81,8 @@ def test_public_names():
         for suffix in ("", "_backward")
     }
     expected |= {"batch_moments", "merge_moments"}
+    expected |= {f"{op}_double_backward" for op in ("layer_norm", "rms_norm", "batch_norm",
+                                                    "group_norm", "instance_norm")}
     assert set(ref.__all__) == expected
     for name in expected:
         assert callable(getattr(ref, name))
