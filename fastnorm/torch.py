@@ -26,6 +26,10 @@ Functional API (torch.nn.functional-like signatures)::
                                                         # -> (y, s), s = input + residual
     add_norm(norm, input, residual)                     # (norm(s), s) for a norm module
 
+Layer, RMS, batch, group and instance norm are differentiable twice (their backward
+under ``create_graph=True`` is itself differentiable, by fastnorm's ``*_double_backward``);
+a third-order derivative raises. The other functions are differentiable once.
+
 Modules: :class:`LayerNorm`, :class:`RMSNorm`, :class:`BatchNorm1d`, :class:`BatchNorm2d`,
 :class:`BatchNorm3d`, :class:`GroupNorm`, :class:`InstanceNorm1d`, :class:`InstanceNorm2d`,
 :class:`InstanceNorm3d`: subclasses of the torch.nn classes of the same name that only
@@ -207,43 +211,154 @@ def _along(t, perm):
 # autograd functions
 
 
+# The normalizations' backward passes are differentiable once more (double backward, for
+# gradient penalties and Hessian-vector products): with create_graph=True a first-order
+# backward runs as _NormBackwardFn, whose own backward is fastnorm's *_double_backward.
+# ``spec`` = (kind, axis, arg): kind "layer", "rms", "batch" (arg: training), "group" (arg:
+# num_groups) or "instance"; the channel kinds' axis is found again from x's strides.
+
+
+def _view(spec, x):
+    """(xv, perm, axis): x as the kernels see it (see _channel_layout)."""
+    kind, axis, _ = spec
+    if kind in ("layer", "rms"):
+        return x.contiguous(), None, axis
+    return _channel_layout(x, batch_first=kind != "batch")
+
+
+def _first_order(spec, dy, x, mean, rstd, weight):
+    """fastnorm's backward: (dx, dweight, dbias) tensors (dbias None for RMS norm, dweight
+    None without a weight), dx with x's strides."""
+    kind, _, arg = spec
+    xv, perm, axis = _view(spec, x)
+    args = (_np(_along(dy, perm)), _np(xv), _np(mean), _np(rstd))
+    w = _np(weight)
+    if kind == "layer":
+        res = _fn.layer_norm_backward(*args, w, axis=axis)
+    elif kind == "rms":
+        res = _fn.rms_norm_backward(args[0], args[1], args[3], w, axis=axis) + (None,)
+    elif kind == "batch":
+        res = _fn.batch_norm_backward(*args, w, axis=axis, training=arg)
+    elif kind == "group":
+        res = _fn.group_norm_backward(*args, arg, w, axis=axis)
+    else:
+        res = _fn.instance_norm_backward(*args, w, axis=axis)
+    dx, dw, db = res
+    return _back(_tensor(dx), perm), _tensor(dw), _tensor(db)
+
+
+def _second_order(spec, ggx, ggw, ggb, dy, x, mean, rstd, weight):
+    """fastnorm's double backward: (gx, gdy, gweight) tensors, gx and gdy with x's strides."""
+    kind, _, arg = spec
+    xv, perm, axis = _view(spec, x)
+    gg = (None if ggx is None else _np(_along(ggx, perm)), _np(ggw), _np(ggb))
+    args = (_np(_along(dy, perm)), _np(xv), _np(mean), _np(rstd))
+    w = _np(weight)
+    if kind == "layer":
+        res = _fn.layer_norm_double_backward(*gg, *args, w, axis=axis)
+    elif kind == "rms":
+        res = _fn.rms_norm_double_backward(gg[0], gg[1], args[0], args[1], args[3], w,
+                                           axis=axis)
+    elif kind == "batch":
+        res = _fn.batch_norm_double_backward(*gg, *args, w, axis=axis, training=arg)
+    elif kind == "group":
+        res = _fn.group_norm_double_backward(*gg, *args, arg, w, axis=axis)
+    else:
+        res = _fn.instance_norm_double_backward(*gg, *args, w, axis=axis)
+    gx, gdy, gw = res
+    return _back(_tensor(gx), perm), _back(_tensor(gdy), perm), _tensor(gw)
+
+
+class _NormBackwardFn(torch.autograd.Function):
+    """A normalization's backward as a differentiable function of (dy, x, weight); its
+    outputs are dx, then dweight (with a weight), then dbias (except RMS norm)."""
+
+    @staticmethod
+    def forward(ctx, dy, x, weight, mean, rstd, spec):
+        ctx.set_materialize_grads(False)
+        dx, dw, db = _first_order(spec, dy, x, mean, rstd, weight)
+        ctx.save_for_backward(dy, x, weight, mean, rstd)
+        ctx.spec = spec
+        return tuple(t for t in (dx, dw, db) if t is not None)
+
+    @staticmethod
+    def backward(ctx, ggx, *gg):
+        dy, x, weight, mean, rstd = ctx.saved_tensors
+        ggw = gg[0] if weight is not None else None
+        ggb = gg[-1] if ctx.spec[0] != "rms" and gg else None
+        args = (ctx.spec, ggx, ggw, ggb, dy, x, mean, rstd, weight)
+        if torch.is_grad_enabled():  # create_graph=True once more
+            gx, gdy, *gw = _DoubleBackwardFn.apply(*args)
+            gw = gw[0] if gw else None
+        else:
+            gx, gdy, gw = _second_order(*args)
+        return _grads(ctx, gdy, gx, gw, None, None, None)
+
+
+class _DoubleBackwardFn(torch.autograd.Function):
+    """The double backward inside a graph (create_graph=True twice): its outputs are tied to
+    its inputs so that differentiating them (a third order) raises instead of leaving out
+    this part of the derivative."""
+
+    @staticmethod
+    def forward(ctx, spec, ggx, ggw, ggb, dy, x, mean, rstd, weight):
+        return tuple(t for t in _second_order(spec, ggx, ggw, ggb, dy, x, mean, rstd, weight)
+                     if t is not None)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "fastnorm.torch computes derivatives of layer, RMS, batch, group and instance "
+            "norm up to the second order; a third-order derivative is not supported (compute "
+            "it with torch's own operators, e.g. on a model not converted by "
+            "fastnorm.torch.convert)")
+
+
+def _norm_backward(ctx, dy, nparams):
+    """The backward of the functions below: autograd's gradients for (x, weight[, bias])
+    followed by ``nparams`` Nones."""
+    x, weight, mean, rstd = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: differentiable once more
+        out = list(_NormBackwardFn.apply(dy, x, weight, mean, rstd, ctx.spec))
+        dx = out.pop(0)
+        dw = out.pop(0) if weight is not None else None
+        db = out.pop(0) if out else None
+    else:
+        dx, dw, db = _first_order(ctx.spec, dy, x, mean, rstd, weight)
+    grads = (dx, dw) if ctx.spec[0] == "rms" else (dx, dw, db)
+    return _grads(ctx, *grads, *(None,) * nparams)
+
+
 class _LayerNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, axis, eps):
-        x = x.contiguous()
-        y = _empty(x)
-        _, mean, rstd = _fn.layer_norm(_np(x), _np(weight), _np(bias), axis=axis, eps=eps,
+        xc = x.contiguous()
+        y = _empty(xc)
+        _, mean, rstd = _fn.layer_norm(_np(xc), _np(weight), _np(bias), axis=axis, eps=eps,
                                        out=_np(y), return_stats=True)
         ctx.save_for_backward(x, weight, _tensor(mean), _tensor(rstd))
-        ctx.axis = axis
+        ctx.spec = ("layer", axis, None)
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
-        x, weight, mean, rstd = ctx.saved_tensors
-        dx, dw, db = _fn.layer_norm_backward(_np(dy), _np(x), _np(mean), _np(rstd),
-                                             _np(weight), axis=ctx.axis)
-        return _grads(ctx, _tensor(dx), _tensor(dw), _tensor(db), None, None)
+        return _norm_backward(ctx, dy, 2)
 
 
 class _RMSNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, axis, eps):
-        x = x.contiguous()
-        y = _empty(x)
-        _, rstd = _fn.rms_norm(_np(x), _np(weight), axis=axis, eps=eps, out=_np(y),
+        xc = x.contiguous()
+        y = _empty(xc)
+        _, rstd = _fn.rms_norm(_np(xc), _np(weight), axis=axis, eps=eps, out=_np(y),
                                return_stats=True)
-        ctx.save_for_backward(x, weight, _tensor(rstd))
-        ctx.axis = axis
+        ctx.save_for_backward(x, weight, None, _tensor(rstd))
+        ctx.spec = ("rms", axis, None)
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
-        x, weight, rstd = ctx.saved_tensors
-        dx, dw = _fn.rms_norm_backward(_np(dy), _np(x), _np(rstd), _np(weight), axis=ctx.axis)
-        return _grads(ctx, _tensor(dx), _tensor(dw), None, None)
+        return _norm_backward(ctx, dy, 2)
 
 
 class _BatchNormFn(torch.autograd.Function):
@@ -255,20 +370,13 @@ class _BatchNormFn(torch.autograd.Function):
             _np(xv), _np(weight), _np(bias), _np(running_mean), _np(running_var),
             training=training, momentum=momentum, eps=eps, axis=axis, out=_np(y),
             return_stats=True)
-        ctx.save_for_backward(xv, weight, _tensor(mean), _tensor(rstd))
-        ctx.layout = (perm, axis, training)
+        ctx.save_for_backward(x, weight, _tensor(mean), _tensor(rstd))
+        ctx.spec = ("batch", axis, training)
         return _back(y, perm)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
-        xv, weight, mean, rstd = ctx.saved_tensors
-        perm, axis, training = ctx.layout
-        dx, dw, db = _fn.batch_norm_backward(_np(_along(dy, perm)), _np(xv), _np(mean),
-                                             _np(rstd), _np(weight), axis=axis,
-                                             training=training)
-        return _grads(ctx, _back(_tensor(dx), perm), _tensor(dw), _tensor(db),
-                      None, None, None, None, None)
+        return _norm_backward(ctx, dy, 5)
 
 
 class _GroupNormFn(torch.autograd.Function):
@@ -287,22 +395,14 @@ class _GroupNormFn(torch.autograd.Function):
         else:
             _, mean, rstd = _fn.group_norm(_np(xv), num_groups, _np(weight), _np(bias),
                                            axis=axis, eps=eps, out=_np(y), return_stats=True)
-        ctx.save_for_backward(xv, weight, _tensor(mean), _tensor(rstd))
-        ctx.layout = (perm, axis, num_groups)
+        ctx.save_for_backward(x, weight, _tensor(mean), _tensor(rstd))
+        ctx.spec = ("instance", axis, None) if num_groups is None else ("group", axis,
+                                                                         num_groups)
         return _back(y, perm)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
-        xv, weight, mean, rstd = ctx.saved_tensors
-        perm, axis, num_groups = ctx.layout
-        args = (_np(_along(dy, perm)), _np(xv), _np(mean), _np(rstd))
-        if num_groups is None:
-            dx, dw, db = _fn.instance_norm_backward(*args, _np(weight), axis=axis)
-        else:
-            dx, dw, db = _fn.group_norm_backward(*args, num_groups, _np(weight), axis=axis)
-        return _grads(ctx, _back(_tensor(dx), perm), _tensor(dw), _tensor(db), None, None,
-                      None)
+        return _norm_backward(ctx, dy, 3)
 
 
 def _update_instance_stats(mean, rstd, n, eps, running_mean, running_var, momentum):

@@ -824,3 +824,73 @@ def test_docstring_examples():
 
     result = doctest.testmod(fnt)
     assert result.attempted >= 3 and result.failed == 0
+
+
+# ---------------------------------------------------------------------------------------
+# double backward (create_graph=True): fastnorm's *_double_backward in C
+
+
+_SECOND_ORDER = [n for n in _cases() if n.startswith(("layer", "rms", "batch", "group",
+                                                       "instance"))]
+
+
+@pytest.mark.parametrize("name", _SECOND_ORDER)
+def test_gradgradcheck_float64(name, monkeypatch):
+    from torch.autograd import gradgradcheck
+
+    fn, shapes = _cases()[name]
+    args = []
+    for s in shapes:
+        fmt = None
+        if s and isinstance(s[0], tuple):
+            s, fmt = s
+        args.append(_rand(*s, fmt=fmt))
+    calls = _count_fastnorm_calls(monkeypatch)
+    assert gradgradcheck(fn, tuple(args), eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert any(c.endswith("_double_backward") for c in calls), calls
+
+
+def test_third_order_raises():
+    x, w = _rand(4, 6), _rand(6)
+    y = fnt.layer_norm(x, (6,), w)
+    (gx,) = torch.autograd.grad((y * torch.randn(4, 6, dtype=F64)).sum(), x, create_graph=True)
+    (ggx,) = torch.autograd.grad((gx * gx).sum(), x, create_graph=True)
+    assert ggx.requires_grad
+    with pytest.raises(RuntimeError, match="third-order derivative is not supported"):
+        torch.autograd.grad(ggx.sum(), x)
+
+
+def test_first_order_backward_does_not_build_a_graph():
+    x = _rand(4, 6)
+    fnt.rms_norm(x, (6,)).square().sum().backward()
+    assert x.grad is not None and x.grad.grad_fn is None
+
+
+def _critic(norm, dtype):
+    torch.manual_seed(3)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), norm(8), nn.LeakyReLU(0.2),
+                         nn.Flatten(), nn.Linear(8 * 6 * 6, 16), nn.LayerNorm(16),
+                         nn.LeakyReLU(0.2), nn.Linear(16, 1)).to(dtype)
+
+
+@pytest.mark.parametrize("norm", [lambda c: nn.GroupNorm(2, c),
+                                  lambda c: nn.InstanceNorm2d(c, affine=True),
+                                  nn.BatchNorm2d], ids=["group", "instance", "batch"])
+def test_wgan_gp_step_matches_torch(norm):
+    """A WGAN-GP critic step (the gradient penalty differentiates through the norms twice):
+    the same loss and parameter gradients converted and unconverted (float64)."""
+    critic = _critic(norm, F64)
+    conv = fnt.convert(copy.deepcopy(critic))
+    real, fake = torch.randn(5, 3, 6, 6, dtype=F64), torch.randn(5, 3, 6, 6, dtype=F64)
+    alpha = torch.rand(5, 1, 1, 1, dtype=F64)
+    results = []
+    for model in (critic, conv):
+        mix = (alpha * real + (1 - alpha) * fake).requires_grad_()
+        (g,) = torch.autograd.grad(model(mix).sum(), mix, create_graph=True)
+        penalty = ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+        loss = model(fake).mean() - model(real).mean() + 10.0 * penalty
+        model.zero_grad()
+        loss.backward()
+        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        _close(a, b, rtol=1e-9, atol=1e-9)
