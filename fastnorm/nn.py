@@ -508,6 +508,51 @@ class WeightNorm(Module):
         rest = [(n, p, g) for n, p, g in self.layer.params() if n != self.name]
         return own + rest
 
+    def init_from_data(self, x, *, unit_axis=-1):
+        """Data-dependent initialization (Salimans & Kingma, 2016): make the wrapped layer's
+        outputs on the batch ``x`` have zero mean and unit variance per output unit.
+
+        Runs the layer on x with ``g = 1`` and a zero bias, giving pre-activations t with
+        mean μ and standard deviation σ per unit (over every axis of the output but
+        ``unit_axis``: the batch, and positions for conv-like layers), then sets ``g = 1/σ``
+        and the layer's bias to ``-μ/σ``; v keeps its direction. A unit whose t is constant
+        (σ = 0) keeps ``g = 1``. Updates the parameters in place (their gradients are left
+        alone) and returns self.
+
+        Parameters
+        ----------
+        x : array_like
+            A batch of the layer's inputs.
+        unit_axis : int, default -1
+            The axis of the layer's output that holds its output units (-1 for
+            :class:`Linear`).
+
+        Raises
+        ------
+        ValueError
+            The wrapped layer has no ``bias``, or its output's ``unit_axis`` does not have
+            one entry per unit of g.
+        """
+        bias = getattr(self.layer, "bias", None)
+        if not isinstance(bias, np.ndarray):
+            raise ValueError(f"init_from_data needs a bias in the wrapped "
+                             f"{type(self.layer).__name__} (it is set to -mean/std)")
+        self.g[...] = 1
+        bias[...] = 0
+        t = np.asarray(self.forward(x, training=False), dtype=np.float64)
+        ax = _validate.normalize_axis(unit_axis, t.ndim)
+        if t.shape[ax] != self.g.shape[0] or bias.shape != self.g.shape:
+            raise ValueError(f"the layer's output has {t.shape[ax]} entries along unit_axis "
+                             f"{unit_axis} and its bias shape {bias.shape}, for "
+                             f"{self.g.shape[0]} units")
+        t = np.moveaxis(t, ax, -1).reshape(-1, t.shape[ax])
+        mu, sigma = t.mean(axis=0), t.std(axis=0)
+        scale = np.where(sigma > 0, 1.0 / np.where(sigma > 0, sigma, 1.0), 1.0)
+        self.g[...] = scale
+        bias[...] = -mu * scale
+        self._weight()
+        return self
+
     def _weight(self):
         w, norm = _vectors.weight_norm(self.v, self.g, axis=self.axis, return_stats=True)
         setattr(self.layer, self.name, w)

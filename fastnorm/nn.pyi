@@ -141,6 +141,7 @@ class WeightNorm(Module):
     v: _Array
     g: _Array
     def __init__(self, layer: Module, name: str = "weight", *, axis: int = 0) -> None: ...
+    def init_from_data(self, x: ArrayLike, *, unit_axis: int = -1) -> WeightNorm: ...
 
 class CosineNorm(Module):
     in_features: int

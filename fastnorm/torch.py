@@ -57,6 +57,7 @@ __all__ = [
     "add_layer_norm",
     "add_rms_norm",
     "add_norm",
+    "weight_norm_init_",
     "convert",
     "LayerNorm",
     "RMSNorm",
@@ -887,6 +888,57 @@ def cosine_norm(input, weight, eps=1e-12):
         y = F.normalize(input, 2.0, 1, eps) @ F.normalize(weight, 2.0, 1, eps).T
         return y + (y.clamp(-1.0, 1.0) - y).detach()  # clip; gradient as the identity
     return _CosineNormFn.apply(input, weight, eps)
+
+
+def weight_norm_init_(module, x, unit_dim=None):
+    """Data-dependent initialization of a weight-normalized layer (Salimans & Kingma, 2016),
+    in place: ``module`` carries ``torch.nn.utils.parametrizations.weight_norm`` on its
+    ``weight`` and has a bias. Runs it on the batch x with ``g = 1`` and a zero bias, then
+    sets ``g = 1/σ`` and ``bias = -μ/σ`` per output unit (μ, σ of the outputs over every
+    dimension but ``unit_dim``: the batch, and positions for convolutions), so that its
+    outputs on x have zero mean and unit variance per unit. A unit with σ = 0 keeps
+    ``g = 1``. Returns ``module``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    x : Tensor
+        A batch of the module's inputs.
+    unit_dim : int, optional
+        The output dimension holding the units: -1 for ``nn.Linear`` (the default for it),
+        1 otherwise (convolutions, channels first).
+
+    Examples
+    --------
+    >>> import torch, fastnorm.torch as fnt
+    >>> from torch.nn.utils.parametrizations import weight_norm
+    >>> layer = weight_norm(torch.nn.Linear(5, 3))
+    >>> x = torch.randn(64, 5)
+    >>> y = fnt.weight_norm_init_(layer, x)(x)
+    >>> bool(y.mean(0).abs().max() < 1e-5), bool((y.std(0, unbiased=False) - 1).abs().max() < 1e-5)
+    (True, True)
+    """
+    par = getattr(module, "parametrizations", None)
+    wn = getattr(par, "weight", None) if par is not None else None
+    if wn is None or not hasattr(wn, "original0") or getattr(module, "bias", None) is None:
+        raise ValueError("weight_norm_init_ needs a module with a bias and a weight "
+                         "parametrized by torch.nn.utils.parametrizations.weight_norm")
+    g, bias = wn.original0, module.bias
+    if unit_dim is None:
+        unit_dim = -1 if isinstance(module, nn.Linear) else 1
+    with torch.no_grad():
+        g.fill_(1.0)
+        bias.zero_()
+        t = module(x).to(torch.float64)
+        t = t.movedim(unit_dim, -1).reshape(-1, t.shape[unit_dim])
+        if t.shape[1] != g.shape[0] or bias.shape != (g.shape[0],):
+            raise ValueError(f"the output has {t.shape[1]} units along unit_dim {unit_dim}, "
+                             f"the weight {g.shape[0]}")
+        mu, sigma = t.mean(dim=0), t.std(dim=0, unbiased=False)
+        scale = torch.where(sigma > 0, 1.0 / torch.where(sigma > 0, sigma, 1.0), 1.0)
+        g.copy_(scale.reshape(g.shape).to(g.dtype))
+        bias.copy_((-mu * scale).to(bias.dtype))
+    return module
 
 
 # ---------------------------------------------------------------------------------------

@@ -310,3 +310,35 @@ def test_example_training_loss_falls():
     assert len(losses) == 60 and np.all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
     assert accuracy > 0.5  # four classes: chance is 0.25
+
+
+# --------------------------------------------------------------------------- data-dependent init
+
+
+def test_weight_norm_init_from_data_standardizes_the_outputs():
+    rng = np.random.default_rng(5)
+    layer = nn.WeightNorm(nn.Linear(6, 4, rng=rng, dtype=np.float64))
+    direction = layer.v / np.linalg.norm(layer.v, axis=1, keepdims=True)
+    x = rng.standard_normal((200, 6)) * 3.0 + 2.0
+    assert layer.init_from_data(x) is layer
+    y = layer.forward(x)
+    np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(y.std(axis=0), 1.0, rtol=1e-12)
+    # v keeps its direction; g and the bias are the ones the paper gives
+    t = x @ direction.T
+    np.testing.assert_allclose(layer.g, 1.0 / t.std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(layer.layer.bias, -t.mean(axis=0) / t.std(axis=0), rtol=1e-12)
+    np.testing.assert_array_equal(layer.v / np.linalg.norm(layer.v, axis=1, keepdims=True),
+                                  direction)
+
+
+def test_weight_norm_init_from_data_unit_axis_and_errors():
+    rng = np.random.default_rng(6)
+    layer = nn.WeightNorm(nn.Linear(3, 2, rng=rng, dtype=np.float64))
+    x = rng.standard_normal((5, 7, 3))
+    y = layer.init_from_data(x).forward(x)  # units on the last axis, positions on axis 1
+    np.testing.assert_allclose(y.reshape(-1, 2).std(axis=0), 1.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="unit_axis"):
+        layer.init_from_data(x, unit_axis=1)
+    with pytest.raises(ValueError, match="needs a bias"):
+        nn.WeightNorm(nn.Linear(3, 2, bias=False, rng=rng)).init_from_data(x)

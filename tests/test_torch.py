@@ -894,3 +894,28 @@ def test_wgan_gp_step_matches_torch(norm):
         results.append([loss.detach()] + [p.grad.clone() for p in model.parameters()])
     for a, b in zip(*results, strict=True):
         _close(a, b, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_weight_norm_init_standardizes_the_outputs(kind):
+    from torch.nn.utils.parametrizations import weight_norm
+
+    if kind == "linear":
+        module, x, dims = nn.Linear(6, 4).double(), torch.randn(100, 6, dtype=F64) * 3 + 1, (0,)
+    else:
+        module, x, dims = nn.Conv2d(3, 5, 3).double(), torch.randn(8, 3, 7, 7, dtype=F64), (0, 2, 3)
+    module = weight_norm(module)
+
+    def direction(w):
+        return w / w.flatten(1).norm(dim=1).reshape((-1,) + (1,) * (w.dim() - 1))
+
+    with torch.no_grad():
+        before = direction(module.weight)
+    assert fnt.weight_norm_init_(module, x) is module
+    with torch.no_grad():
+        y = module(x)
+        _close(y.mean(dim=dims), torch.zeros(y.shape[1], dtype=F64), atol=1e-12)
+        _close(y.std(dim=dims, unbiased=False), torch.ones(y.shape[1], dtype=F64), rtol=1e-12)
+        _close(direction(module.weight), before, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="parametrized"):
+        fnt.weight_norm_init_(nn.Linear(3, 2), torch.randn(4, 3))
