@@ -69,7 +69,7 @@ def patch(model):
 
 
 def make_model(layers=4, hidden=1024, heads=16, vocab=1000, seed=0):
-    """A random-weight LlamaForCausalLM (float32, eager attention, training mode)."""
+    """A random-weight LlamaForCausalLM (float32, SDPA attention, training mode)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 8 // 3,

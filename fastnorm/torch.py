@@ -227,12 +227,17 @@ def _view(spec, x):
     return _channel_layout(x, batch_first=kind != "batch")
 
 
+def _kernel_args(spec, dy, x, mean, rstd):
+    """(perm, axis, (dy, x, mean, rstd) as NumPy arrays in the kernels' layout)."""
+    xv, perm, axis = _view(spec, x)
+    return perm, axis, (_np(_along(dy, perm)), _np(xv), _np(mean), _np(rstd))
+
+
 def _first_order(spec, dy, x, mean, rstd, weight):
     """fastnorm's backward: (dx, dweight, dbias) tensors (dbias None for RMS norm, dweight
     None without a weight), dx with x's strides."""
     kind, _, arg = spec
-    xv, perm, axis = _view(spec, x)
-    args = (_np(_along(dy, perm)), _np(xv), _np(mean), _np(rstd))
+    perm, axis, args = _kernel_args(spec, dy, x, mean, rstd)
     w = _np(weight)
     if kind == "layer":
         res = _fn.layer_norm_backward(*args, w, axis=axis)
@@ -251,9 +256,8 @@ def _first_order(spec, dy, x, mean, rstd, weight):
 def _second_order(spec, ggx, ggw, ggb, dy, x, mean, rstd, weight):
     """fastnorm's double backward: (gx, gdy, gweight) tensors, gx and gdy with x's strides."""
     kind, _, arg = spec
-    xv, perm, axis = _view(spec, x)
+    perm, axis, args = _kernel_args(spec, dy, x, mean, rstd)
     gg = (None if ggx is None else _np(_along(ggx, perm)), _np(ggw), _np(ggb))
-    args = (_np(_along(dy, perm)), _np(xv), _np(mean), _np(rstd))
     w = _np(weight)
     if kind == "layer":
         res = _fn.layer_norm_double_backward(*gg, *args, w, axis=axis)
@@ -469,9 +473,8 @@ class _CosineNormFn(torch.autograd.Function):
 
 
 class _AddNormFn(torch.autograd.Function):
-    """s = x + residual, then layer norm (a bias given, or ``centered``) or RMS norm of s;
-    returns (y, s). The residual has x's trailing ``residual.dim()`` axes (it repeats over
-    the others)."""
+    """s = x + residual, then layer norm (``centered``) or RMS norm of s; returns (y, s).
+    The residual has x's trailing ``residual.dim()`` axes (it repeats over the others)."""
 
     @staticmethod
     def forward(ctx, x, residual, weight, bias, axis, eps, centered):
@@ -610,6 +613,16 @@ def _add_args(input, residual, shape, *params):
     return x, r
 
 
+def _add_norm_call(x, r, k, weight, bias, eps, centered):
+    """_AddNormFn on fastnorm's arguments, k normalized axes; outside autograd when no
+    input needs a gradient."""
+    axis = x.dim() - k
+    if not _needs_grad(x, r, weight, bias):
+        with torch.no_grad():
+            return _AddNormFn.forward(_NoCtx(), x, r, weight, bias, axis, eps, centered)
+    return _AddNormFn.apply(x, r, weight, bias, axis, eps, centered)
+
+
 def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5):
     """``s = input + residual`` and ``layer_norm(s)`` in one pass (:func:`fastnorm.add_layer_norm`)
     with autograd; returns ``(y, s)``, as ``s = input + residual;
@@ -636,12 +649,7 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
     if xr is None:
         s = input + residual
         return F.layer_norm(s, shape, weight, bias, eps), s
-    x, r = xr
-    axis = x.dim() - len(shape)
-    if not _needs_grad(x, r, weight, bias):
-        with torch.no_grad():
-            return _AddNormFn.forward(_NoCtx(), x, r, weight, bias, axis, eps, True)
-    return _AddNormFn.apply(x, r, weight, bias, axis, eps, True)
+    return _add_norm_call(*xr, len(shape), weight, bias, eps, True)
 
 
 def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None):
@@ -659,14 +667,9 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None):
     if xr is None:
         s = input + residual
         return F.rms_norm(s, shape, weight, eps), s
-    x, r = xr
     if eps is None:
-        eps = torch.finfo(x.dtype).eps
-    axis = x.dim() - len(shape)
-    if not _needs_grad(x, r, weight):
-        with torch.no_grad():
-            return _AddNormFn.forward(_NoCtx(), x, r, weight, None, axis, eps, False)
-    return _AddNormFn.apply(x, r, weight, None, axis, eps, False)
+        eps = torch.finfo(xr[0].dtype).eps
+    return _add_norm_call(*xr, len(shape), weight, None, eps, False)
 
 
 def add_norm(norm, input, residual):

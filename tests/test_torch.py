@@ -101,17 +101,24 @@ def _cases():
     }
 
 
-@pytest.mark.parametrize("name", list(_cases()))
-def test_gradcheck_float64(name, monkeypatch):
-    fn, shapes = _cases()[name]
+def _case_args(shapes):
+    """float64 tensors needing gradients for a _cases() entry's shapes ((shape, format)
+    for a memory format)."""
     args = []
     for s in shapes:
         fmt = None
         if s and isinstance(s[0], tuple):
             s, fmt = s
         args.append(_rand(*s, fmt=fmt))
+    return tuple(args)
+
+
+@pytest.mark.parametrize("name", list(_cases()))
+def test_gradcheck_float64(name, monkeypatch):
+    fn, shapes = _cases()[name]
+    args = _case_args(shapes)
     calls = _count_fastnorm_calls(monkeypatch)
-    assert gradcheck(fn, tuple(args), eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert gradcheck(fn, args, eps=1e-6, atol=1e-7, rtol=1e-6)
     assert calls, "fastnorm was not called"
 
 
@@ -839,14 +846,9 @@ def test_gradgradcheck_float64(name, monkeypatch):
     from torch.autograd import gradgradcheck
 
     fn, shapes = _cases()[name]
-    args = []
-    for s in shapes:
-        fmt = None
-        if s and isinstance(s[0], tuple):
-            s, fmt = s
-        args.append(_rand(*s, fmt=fmt))
+    args = _case_args(shapes)
     calls = _count_fastnorm_calls(monkeypatch)
-    assert gradgradcheck(fn, tuple(args), eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert gradgradcheck(fn, args, eps=1e-6, atol=1e-6, rtol=1e-5)
     assert any(c.endswith("_double_backward") for c in calls), calls
 
 
