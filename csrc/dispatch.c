@@ -85,7 +85,14 @@ FN_ROWS_DISPATCH(fn_bfloat16, float, bf16)
     FN_DISPATCH(fn_group_norm_bwd_##SFX,                                                           \
                 (const T *dy, const T *x, const P *mean, const P *rstd, const P *w, T *dx, P *dw,  \
                  P *db, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G),                    \
-                (dy, x, mean, rstd, w, dx, dw, db, N, A, C, B, G))
+                (dy, x, mean, rstd, w, dx, dw, db, N, A, C, B, G))                                 \
+    FN_DISPATCH(fn_batch_center_fwd_##SFX,                                                         \
+                (const T *x, const P *b, T *y, P *mean, void *rm, int r64, int64_t A, int64_t C,   \
+                 int64_t B, double mom, int training),                                             \
+                (x, b, y, mean, rm, r64, A, C, B, mom, training))                                  \
+    FN_DISPATCH(fn_batch_center_bwd_##SFX,                                                         \
+                (const T *dy, T *dx, P *db, int64_t A, int64_t C, int64_t B, int training),        \
+                (dy, dx, db, A, C, B, training))
 
 FN_CHANNELS_DISPATCH(float, float, f32)
 FN_CHANNELS_DISPATCH(double, double, f64)
@@ -132,6 +139,19 @@ FN_VECTORS_DISPATCH(float, float, f32)
 FN_VECTORS_DISPATCH(double, double, f64)
 FN_VECTORS_DISPATCH(fn_float16, float, f16)
 FN_VECTORS_DISPATCH(fn_bfloat16, float, bf16)
+
+#define FN_ITER_DISPATCH(T, SFX)                                                                   \
+    FN_DISPATCH(fn_iter_stats_##SFX,                                                               \
+                (const T *x, const T *dy, const double *shift, int64_t A, int64_t C, int64_t B,    \
+                 int64_t d, double *out),                                                          \
+                (x, dy, shift, A, C, B, d, out))                                                   \
+    FN_DISPATCH(fn_iter_apply_##SFX,                                                               \
+                (const T *u, const T *v, const double *K1, const double *K2, const double *shift,  \
+                 const double *c, T *out, int64_t A, int64_t C, int64_t B, int64_t d),             \
+                (u, v, K1, K2, shift, c, out, A, C, B, d))
+
+FN_ITER_DISPATCH(float, f32)
+FN_ITER_DISPATCH(double, f64)
 
 /* The entries with the element type as an argument (fastnorm.h): each passes its void *
  * arrays on to the kernel of that type, which converts them implicitly. */
@@ -194,6 +214,14 @@ FN_BY_DTYPE(batch_norm_bwd,
              const void *w, void *dx, void *dw, void *db, int64_t A, int64_t C, int64_t B,
              int training),
             (dy, x, mean, rstd, w, dx, dw, db, A, C, B, training))
+FN_BY_DTYPE(batch_center_fwd,
+            (int dtype, const void *x, const void *b, void *y, void *mean, void *rm, int r64,
+             int64_t A, int64_t C, int64_t B, double mom, int training),
+            (x, b, y, mean, rm, r64, A, C, B, mom, training))
+FN_BY_DTYPE(batch_center_bwd,
+            (int dtype, const void *dy, void *dx, void *db, int64_t A, int64_t C, int64_t B,
+             int training),
+            (dy, dx, db, A, C, B, training))
 FN_BY_DTYPE(group_norm_fwd,
             (int dtype, const void *x, const void *w, const void *b, void *y, void *mean,
              void *rstd, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G, double eps),

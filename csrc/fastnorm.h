@@ -146,6 +146,10 @@ FN_ROWS_DECL(fn_bfloat16, float, bf16)
  *   set, float otherwise, whatever the type of x. training = 0 normalizes with the
  *   running statistics (running_var required; running_mean NULL means zeros). mean_out / rstd_out
  * (C entries) may be NULL. The backward with training = 0 treats the statistics as constants.
+ * batch_center: mean-only batch norm, y = x - mean_c + bias_c (bias may be NULL); training = 1
+ *   takes the mean from the batch (A * B >= 1) and updates running_mean (may be NULL),
+ *   training = 0 subtracts running_mean (required). The backward: dx = dy - mean_c(dy) in
+ *   training mode, dx = dy otherwise; dbias = sum dy. dx may be dy.
  * group_norm: x is (N, A, C, B) with N the batch; statistics per (n, group) over A x
  *   (C / G) x B, G dividing C; mean / rstd have N * G entries. Instance norm is G = C.
  */
@@ -162,7 +166,12 @@ FN_ROWS_DECL(fn_bfloat16, float, bf16)
                                 int64_t G, double eps);                                            \
     int fn_group_norm_bwd_##SFX(const T *dy, const T *x, const P *mean, const P *rstd,             \
                                 const P *weight, T *dx, P *dweight, P *dbias, int64_t N,           \
-                                int64_t A, int64_t C, int64_t B, int64_t G);
+                                int64_t A, int64_t C, int64_t B, int64_t G);                       \
+    int fn_batch_center_fwd_##SFX(const T *x, const P *bias, T *y, P *mean_out,                    \
+                                  void *running_mean, int running_f64, int64_t A, int64_t C,       \
+                                  int64_t B, double momentum, int training);                       \
+    int fn_batch_center_bwd_##SFX(const T *dy, T *dx, P *dbias, int64_t A, int64_t C, int64_t B,   \
+                                  int training);
 
 FN_CHANNELS_DECL(float, float, f32)
 FN_CHANNELS_DECL(double, double, f64)
@@ -254,6 +263,11 @@ int fn_batch_norm_fwd(int dtype, const void *x, const void *weight, const void *
 int fn_batch_norm_bwd(int dtype, const void *dy, const void *x, const void *mean, const void *rstd,
                       const void *weight, void *dx, void *dweight, void *dbias, int64_t A,
                       int64_t C, int64_t B, int training);
+int fn_batch_center_fwd(int dtype, const void *x, const void *bias, void *y, void *mean_out,
+                        void *running_mean, int running_f64, int64_t A, int64_t C, int64_t B,
+                        double momentum, int training);
+int fn_batch_center_bwd(int dtype, const void *dy, void *dx, void *dbias, int64_t A, int64_t C,
+                        int64_t B, int training);
 int fn_group_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
                       void *mean_out, void *rstd_out, int64_t N, int64_t A, int64_t C, int64_t B,
                       int64_t G, double eps);
@@ -285,6 +299,19 @@ int fn_norm_double_bwd(int dtype, const void *x, const void *dy, const void *mea
                        const void *weight, const void *ggx, const void *ggw, const void *ggb,
                        void *gx, void *gdy, void *gw, int64_t N, int64_t A, int64_t C, int64_t B,
                        int64_t G, int fixed);
+
+/* Iterative whitening (IterNorm) over x as (A, C, B), the channels in ceil(C / d) groups
+ * of d (the last may be smaller), T Newton iterations: see iter_norm.c. float32 and
+ * float64. weight, bias, mean and the whitening matrices have x's type; the whitening
+ * matrices are (G, d, d), a smaller last group's in the top-left block (the rest zero).
+ * The running statistics are double when running_f64 is set, float otherwise. */
+int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
+                     void *mean_out, void *whitening_out, void *running_mean,
+                     void *running_whitening, int running_f64, int64_t A, int64_t C, int64_t B,
+                     int64_t d, int64_t T, double eps, double momentum, int training);
+int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean, const void *weight,
+                     const void *whitening, void *dx, void *dweight, void *dbias, int64_t A,
+                     int64_t C, int64_t B, int64_t d, int64_t T, double eps, int training);
 
 #ifdef __cplusplus
 }

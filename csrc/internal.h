@@ -300,4 +300,14 @@ static inline double fn_nonneg(double v)
  * and the thread count. */
 int fn_threads_for(int64_t items, int64_t elems);
 
+/* IterNorm's data passes (iter_norm.inc; float32 and float64): see iter_norm.c. */
+#define FN_ITER_DECL(T, SFX)                                                                       \
+    int fn_iter_stats_##SFX(const T *x, const T *dy, const double *shift, int64_t A, int64_t C,    \
+                            int64_t B, int64_t d, double *out);                                    \
+    int fn_iter_apply_##SFX(const T *u, const T *v, const double *K1, const double *K2,            \
+                            const double *shift, const double *c, T *out, int64_t A, int64_t C,    \
+                            int64_t B, int64_t d);
+FN_ITER_DECL(float, f32)
+FN_ITER_DECL(double, f64)
+
 #endif

@@ -51,6 +51,7 @@ from ._vectors import (
     weight_norm,
     weight_norm_backward,
 )
+from ._whiten import iter_norm, iter_norm_backward
 
 _init_simd()
 del _init_simd
@@ -72,6 +73,8 @@ __all__ = [
     "group_norm_backward",
     "instance_norm",
     "instance_norm_backward",
+    "iter_norm",
+    "iter_norm_backward",
     "layer_norm_backward",
     "rms_norm",
     "rms_norm_backward",

@@ -24,6 +24,8 @@ __all__ = [
     "group_norm_backward",
     "instance_norm",
     "instance_norm_backward",
+    "iter_norm",
+    "iter_norm_backward",
     "layer_norm_backward",
     "rms_norm",
     "rms_norm_backward",
@@ -231,6 +233,7 @@ def batch_norm(
     axis: int = 1,
     out: NDArray[Any] | None = None,
     return_stats: Literal[False] = False,
+    center_only: bool = False,
 ) -> _Array: ...
 @overload
 def batch_norm(
@@ -246,6 +249,7 @@ def batch_norm(
     axis: int = 1,
     out: NDArray[Any] | None = None,
     return_stats: Literal[True],
+    center_only: bool = False,
 ) -> tuple[_Array, _Array, _Array]: ...
 @overload
 def batch_norm(
@@ -261,6 +265,7 @@ def batch_norm(
     axis: int = 1,
     out: NDArray[Any] | None = None,
     return_stats: bool = False,
+    center_only: bool = False,
 ) -> _Array | tuple[_Array, _Array, _Array]: ...
 @overload
 def group_norm(
@@ -403,14 +408,15 @@ def rms_norm_backward(
 ) -> tuple[_Array, _Array | None]: ...
 def batch_norm_backward(
     dy: ArrayLike,
-    x: ArrayLike,
-    mean: ArrayLike,
-    rstd: ArrayLike,
+    x: ArrayLike | None,
+    mean: ArrayLike | None,
+    rstd: ArrayLike | None,
     weight: ArrayLike | None = None,
     *,
     axis: int = 1,
     training: bool = True,
     out: NDArray[Any] | None = None,
+    center_only: bool = False,
 ) -> tuple[_Array, _Array | None, _Array | None]: ...
 def group_norm_backward(
     dy: ArrayLike,
@@ -433,6 +439,72 @@ def instance_norm_backward(
     axis: int = 1,
     out: NDArray[Any] | None = None,
 ) -> tuple[_Array, _Array | None, _Array | None]: ...
+@overload
+def iter_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: NDArray[Any] | None = None,
+    running_whitening: NDArray[Any] | None = None,
+    *,
+    group_size: int = 16,
+    iterations: int = 5,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-05,
+    axis: int = 1,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[False] = False,
+) -> _Array: ...
+@overload
+def iter_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: NDArray[Any] | None = None,
+    running_whitening: NDArray[Any] | None = None,
+    *,
+    group_size: int = 16,
+    iterations: int = 5,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-05,
+    axis: int = 1,
+    out: NDArray[Any] | None = None,
+    return_stats: Literal[True],
+) -> tuple[_Array, _Array, _Array]: ...
+@overload
+def iter_norm(
+    x: ArrayLike,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    running_mean: NDArray[Any] | None = None,
+    running_whitening: NDArray[Any] | None = None,
+    *,
+    group_size: int = 16,
+    iterations: int = 5,
+    training: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-05,
+    axis: int = 1,
+    out: NDArray[Any] | None = None,
+    return_stats: bool = False,
+) -> _Array | tuple[_Array, _Array, _Array]: ...
+def iter_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    mean: ArrayLike,
+    weight: ArrayLike | None = None,
+    *,
+    group_size: int = 16,
+    iterations: int = 5,
+    eps: float = 1e-05,
+    axis: int = 1,
+    training: bool = True,
+    whitening: ArrayLike | None = None,
+    out: NDArray[Any] | None = None,
+) -> tuple[_Array, _Array | None, _Array]: ...
+
 def l2_normalize_backward(
     dy: ArrayLike,
     y: ArrayLike,

@@ -124,7 +124,8 @@ def _grad_arrays(shape, C, dtype, with_weight, out=None, inputs=()):
 
 
 def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *,
-               training=True, momentum=0.1, eps=1e-5, axis=1, out=None, return_stats=False):
+               training=True, momentum=0.1, eps=1e-5, axis=1, out=None, return_stats=False,
+               center_only=False):
     r"""Batch normalization: statistics per channel over every other axis.
 
     .. math::
@@ -163,6 +164,13 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)`` (shape (C,), x's dtype,
         float32 for half x): the batch statistics in training mode, the running ones
         otherwise.
+    center_only : bool, default False
+        Mean-only batch norm (Salimans & Kingma 2016, the partner of weight norm):
+        :math:`y = x - \mu_c + \beta_c`, with no variance and no scale. ``weight`` must
+        be None; ``running_mean`` is updated in training mode (and required with
+        ``training=False``), ``running_var`` is not used and left untouched, ``eps`` has no
+        effect, and one value per channel is allowed. The ``rstd`` returned with
+        ``return_stats`` is all ones (the scale applied).
 
     Returns
     -------
@@ -185,6 +193,9 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     >>> rm, rv
     (array([0.2, 2. ]), array([ 1.1, 20.9]))
     """
+    if center_only:
+        return _bn_center(x, bias, running_mean, training, momentum, eps, axis, out,
+                          return_stats, weight)
     r = _kernels.batch_norm_fast(x, weight, bias, running_mean, running_var, training,
                                  momentum, eps, axis, return_stats, out)
     if r is not None:
@@ -219,8 +230,33 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     return (y, mean, rstd) if return_stats else y
 
 
+def _bn_center(x, bias, running_mean, training, momentum, eps, axis, out, return_stats,
+               weight):
+    """batch_norm(..., center_only=True)."""
+    if weight is not None:
+        raise ValueError("batch_norm with center_only=True takes no weight: there is no "
+                         "variance to re-scale by (pass weight=None)")
+    x, (A, C, B), _, momentum, _, bias, rm, _ = _bn_args(
+        x, None, bias, running_mean, None, axis, eps, momentum)
+    training = bool(training)
+    if not training and rm is None:
+        raise ValueError("batch_norm with center_only=True and training=False needs "
+                         "running_mean")
+    sdtype = stat_dtype(x.dtype)
+    xc = contiguous(x)
+    y = make_out(out, x.shape, x.dtype, (xc, bias, rm))
+    mean = np.empty(C, sdtype) if return_stats else None
+    if A * B == 0 or C == 0:
+        if return_stats:
+            mean[...] = np.nan if training else rm
+    else:
+        _kernels.batch_center_fwd(xc, bias, y, mean, rm, A, C, B, momentum, training)
+    y = finish_out(y, out)
+    return (y, mean, np.ones(C, sdtype)) if return_stats else y
+
+
 def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True,
-                        out=None):
+                        out=None, center_only=False):
     r"""Gradients of :func:`batch_norm` from its saved ``mean`` and ``rstd``.
 
     Training mode (statistics of the batch), with :math:`\hat x = (x - \mu)\,\mathrm{rstd}`,
@@ -237,12 +273,28 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
     ``out`` (optional) receives dx: x's shape and dtype, writeable. It may be any such
     array, dy included (dx is then computed into a temporary and copied over dy).
 
+    With ``center_only=True`` (the gradients of ``batch_norm(..., center_only=True)``):
+    :math:`dx = dy - \operatorname{mean}_{\ne c}(dy)` in training mode, :math:`dx = dy`
+    otherwise, and :math:`d\beta = \sum dy`; ``weight`` must be None and ``x``, ``mean``
+    and ``rstd`` are not used (they may be None). dweight is None.
+
     Returns
     -------
     dx : ndarray, x's shape and dtype (``out`` when given)
     dweight : ndarray (C,), or None when weight is None
     dbias : ndarray (C,)
     """
+    if center_only:
+        if weight is not None:
+            raise ValueError("batch_norm_backward with center_only=True takes no weight "
+                             "(pass weight=None)")
+        dy = as_input(dy, "dy")
+        A, C, B = _bn_layout(dy, axis)
+        dyc = contiguous(dy)
+        dx, _, dbias = _grad_arrays(dy.shape, C, dy.dtype, False, out, (dyc,))
+        if dx.size:
+            _kernels.batch_center_bwd(dyc, dx, dbias, A, C, B, bool(training))
+        return finish_out(dx, out), None, dbias
     x, (A, C, B), dy, mean, rstd, weight = _bn_grad_args(dy, x, mean, rstd, weight, axis)
     xc = contiguous(x)
     dx, dweight, dbias = _grad_arrays(x.shape, C, x.dtype, weight is not None, out,

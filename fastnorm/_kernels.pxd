@@ -74,6 +74,11 @@ cdef extern from "fastnorm.h" nogil:
     int fn_batch_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
                           const void *rstd, const void *weight, void *dx, void *dweight,
                           void *dbias, int64_t A, int64_t C, int64_t B, int training)
+    int fn_batch_center_fwd(int dtype, const void *x, const void *bias, void *y,
+                            void *mean_out, void *running_mean, int running_f64, int64_t A,
+                            int64_t C, int64_t B, double momentum, int training)
+    int fn_batch_center_bwd(int dtype, const void *dy, void *dx, void *dbias, int64_t A,
+                            int64_t C, int64_t B, int training)
     int fn_group_norm_fwd(int dtype, const void *x, const void *weight, const void *bias,
                           void *y, void *mean_out, void *rstd_out, int64_t N, int64_t A,
                           int64_t C, int64_t B, int64_t G, double eps)
@@ -81,6 +86,15 @@ cdef extern from "fastnorm.h" nogil:
                           const void *rstd, const void *weight, void *dx, void *dweight,
                           void *dbias, int64_t N, int64_t A, int64_t C, int64_t B,
                           int64_t G)
+    int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *bias,
+                         void *y, void *mean_out, void *whitening_out, void *running_mean,
+                         void *running_whitening, int running_f64, int64_t A, int64_t C,
+                         int64_t B, int64_t d, int64_t T, double eps, double momentum,
+                         int training)
+    int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
+                         const void *weight, const void *whitening, void *dx, void *dweight,
+                         void *dbias, int64_t A, int64_t C, int64_t B, int64_t d, int64_t T,
+                         double eps, int training)
     int fn_norm_double_bwd(int dtype, const void *x, const void *dy, const void *mean,
                            const void *rstd, const void *weight, const void *ggx,
                            const void *ggw, const void *ggb, void *gx, void *gdy, void *gw,

@@ -364,6 +364,75 @@ def batch_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, cnp.ndarray 
     _check(st)
 
 
+def batch_center_fwd(cnp.ndarray x, object bias, cnp.ndarray y, object mean,
+                     object running_mean, int64_t A, int64_t C, int64_t B, double momentum,
+                     bint training):
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
+    cdef void *pb = _p(bias)
+    cdef void *py = _p(y)
+    cdef void *pm = _p(mean)
+    cdef void *prm = _p(running_mean)
+    cdef int r64 = (running_mean is not None
+                    and cnp.PyArray_TYPE(<cnp.ndarray>running_mean) == cnp.NPY_FLOAT64)
+    with nogil:
+        st = fn_batch_center_fwd(t, px, pb, py, pm, prm, r64, A, C, B, momentum, training)
+    _check(st)
+
+
+def batch_center_bwd(cnp.ndarray dy, cnp.ndarray dx, cnp.ndarray dbias, int64_t A, int64_t C,
+                     int64_t B, bint training):
+    cdef int st, t = _kind(dy)
+    cdef void *pdy = _p(dy)
+    cdef void *pdx = _p(dx)
+    cdef void *pdb = _p(dbias)
+    with nogil:
+        st = fn_batch_center_bwd(t, pdy, pdx, pdb, A, C, B, training)
+    _check(st)
+
+
+def iter_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
+                  object whitening, object running_mean, object running_whitening, int64_t A,
+                  int64_t C, int64_t B, int64_t d, int64_t T, double eps, double momentum,
+                  bint training):
+    """running_mean / running_whitening: None or contiguous float32/float64 arrays of one
+    dtype (which may differ from x's)."""
+    cdef int st, t = _kind(x)
+    cdef void *px = _p(x)
+    cdef void *pw = _p(weight)
+    cdef void *pb = _p(bias)
+    cdef void *py = _p(y)
+    cdef void *pm = _p(mean)
+    cdef void *pwh = _p(whitening)
+    cdef void *prm = _p(running_mean)
+    cdef void *prw = _p(running_whitening)
+    cdef object r = running_whitening if running_whitening is not None else running_mean
+    cdef int r64 = r is not None and cnp.PyArray_TYPE(<cnp.ndarray>r) == cnp.NPY_FLOAT64
+    with nogil:
+        st = fn_iter_norm_fwd(t, px, pw, pb, py, pm, pwh, prm, prw, r64, A, C, B, d, T, eps,
+                              momentum, training)
+    _check(st)
+
+
+def iter_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, object weight,
+                  object whitening, cnp.ndarray dx, object dweight, cnp.ndarray dbias,
+                  int64_t A, int64_t C, int64_t B, int64_t d, int64_t T, double eps,
+                  bint training):
+    cdef int st, t = _kind(x)
+    cdef void *pdy = _p(dy)
+    cdef void *px = _p(x)
+    cdef void *pm = _p(mean)
+    cdef void *pw = _p(weight)
+    cdef void *pwh = _p(whitening)
+    cdef void *pdx = _p(dx)
+    cdef void *pdw = _p(dweight)
+    cdef void *pdb = _p(dbias)
+    with nogil:
+        st = fn_iter_norm_bwd(t, pdy, px, pm, pw, pwh, pdx, pdw, pdb, A, C, B, d, T, eps,
+                              training)
+    _check(st)
+
+
 def group_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,
                    object rstd, int64_t N, int64_t A, int64_t C, int64_t B, int64_t G,
                    double eps):

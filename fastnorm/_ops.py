@@ -324,6 +324,41 @@ def _merge_forward(lib, a, p, out, stats):
     return lambda: lib.merge_moments(*(lib.batch_moments(part, axis=axis) for part in parts))
 
 
+def _iw_inputs(rng, shape, dtype, p):
+    """batch norm's inputs with a running whitening near the identity's blocks."""
+    a = _channel_inputs(rng, shape, dtype, p)
+    del a["running_var"]
+    C, d = a["weight"].shape[0], p["group_size"]
+    G = -(-C // d)
+    rw = np.tile(np.eye(d), (G, 1, 1)) + 0.1 * rng.standard_normal((G, d, d))
+    a["running_whitening"] = rw.astype(param_dtype(dtype))
+    return a
+
+
+def _iw_forward(lib, a, p, out, stats):
+    x, w, b, rm, rw = (a.get(k) for k in ("x", "weight", "bias", "running_mean",
+                                          "running_whitening"))
+    d, T, training, momentum = p["group_size"], p["iterations"], p["training"], p["momentum"]
+    eps, axis = p["eps"], p["axis"]
+    return lambda: lib.iter_norm(x, w, b, rm, rw, group_size=d, iterations=T,
+                                 training=training, momentum=momentum, eps=eps, axis=axis,
+                                 out=out, return_stats=stats)  # fmt: skip
+
+
+def _iw_backward(lib, a, p, out):
+    dy, x, w = a["dy"], a["x"], a.get("weight")
+    d, T, training, eps, axis = (p[k] for k in ("group_size", "iterations", "training", "eps",
+                                                "axis"))
+
+    def call(saved):
+        _, mean, whitening = saved
+        return lib.iter_norm_backward(dy, x, mean, w, group_size=d, iterations=T, eps=eps,
+                                      axis=axis, training=training,
+                                      whitening=None if training else whitening, out=out)
+
+    return call
+
+
 # ---- vectors: l2_normalize, weight_norm, cosine_norm ---------------------------------------
 
 
@@ -468,6 +503,13 @@ OPS: tuple[Op, ...] = (
        _affine_forward("instance_norm"), _STATS3, _affine_backward("instance_norm_backward"),
        _GRADS3, {"axis": 1, "eps": 1e-5},
        optional=("weight", "bias"), double_backward="instance_norm_double_backward",
+       cases=CHANNEL_CASES),
+    Op("iter_norm", "channels", ("iter_norm", "iter_norm_backward"), _iw_inputs, _iw_forward,
+       ("y", "mean", "whitening"), _iw_backward, _GRADS3,
+       {"axis": 1, "eps": 1e-5, "training": True, "momentum": 0.1, "group_size": 4,
+        "iterations": 5},
+       variants=({"training": True}, {"training": False}),
+       optional=("weight", "bias"), running=("running_mean", "running_whitening"),
        cases=CHANNEL_CASES),
     Op("batch_moments", "channels", ("batch_moments",), _stat_inputs, _moments_forward,
        ("count", "mean", "m2"), params={"axis": 1}, forward_out=False, cases=CHANNEL_CASES,

@@ -345,20 +345,29 @@ class BatchNorm(_Affine):
         (``None``) the batch statistics are used in both modes.
     axis : int, default 1
         The channel axis: 1 for (N, C, ...) inputs, -1 for channels-last ones.
+    center_only : bool, default False
+        Mean-only batch norm, ``y = x - mean + bias`` (no variance, no weight; ``affine``
+        learns the bias alone and ``running_var`` is None): the pairing with
+        :class:`WeightNorm` of Salimans & Kingma (2016). See ``batch_norm(...,
+        center_only=True)``.
     dtype : float32 or float64
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, *, axis=1, dtype=np.float32):
+                 track_running_stats=True, *, axis=1, center_only=False, dtype=np.float32):
         self.num_features = _positive_int(num_features, "num_features")
         _validate.check_momentum(momentum)
         self.eps, self.momentum, self.axis = eps, momentum, operator.index(axis)
+        self.center_only = bool(center_only)
         super().__init__((self.num_features,), affine, True, dtype)
+        if self.center_only and affine:
+            self.weight = None
+            self._init_grads()
+        self.running_mean = self.running_var = None
         if track_running_stats:
             self.running_mean = np.zeros(self.num_features, self.dtype)
-            self.running_var = np.ones(self.num_features, self.dtype)
-        else:
-            self.running_mean = self.running_var = None
+            if not self.center_only:
+                self.running_var = np.ones(self.num_features, self.dtype)
 
     def forward(self, x, training=True):
         x = np.asarray(x)
@@ -368,7 +377,7 @@ class BatchNorm(_Affine):
         y, mean, rstd = _channels.batch_norm(
             x, self.weight, self.bias, self.running_mean, self.running_var,
             training=use_batch, momentum=self.momentum, eps=self.eps, axis=self.axis,
-            return_stats=True,
+            return_stats=True, center_only=self.center_only,
         )
         self._cache = (x, mean, rstd, use_batch)
         return y
@@ -376,7 +385,8 @@ class BatchNorm(_Affine):
     def backward(self, dy):
         x, mean, rstd, use_batch = self._saved()
         dx, dw, db = _channels.batch_norm_backward(dy, x, mean, rstd, self.weight,
-                                                   axis=self.axis, training=use_batch)
+                                                   axis=self.axis, training=use_batch,
+                                                   center_only=self.center_only)
         self._store_grad("weight", dw)
         self._store_grad("bias", db)
         return dx

@@ -90,6 +90,7 @@ class BatchNorm(_Affine):
     eps: float
     momentum: float
     axis: int
+    center_only: bool
     running_mean: _Array | None
     running_var: _Array | None
     def __init__(
@@ -101,6 +102,7 @@ class BatchNorm(_Affine):
         track_running_stats: bool = True,
         *,
         axis: int = 1,
+        center_only: bool = False,
         dtype: DTypeLike = ...,
     ) -> None: ...
 

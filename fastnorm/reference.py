@@ -44,6 +44,8 @@ __all__ = [
     "instance_norm",
     "instance_norm_backward",
     "instance_norm_double_backward",
+    "iter_norm",
+    "iter_norm_backward",
     "l2_normalize",
     "l2_normalize_backward",
     "layer_norm",
@@ -406,6 +408,7 @@ def batch_norm(
     axis=1,
     out=None,
     return_stats=False,
+    center_only=False,
 ):
     r"""Batch normalization: per-channel statistics over every other axis.
 
@@ -446,6 +449,9 @@ def batch_norm(
         Receives ``y``.
     return_stats : bool, default False
         Also return ``mean`` and ``rstd`` (the ones used to normalize).
+    center_only : bool, default False
+        Mean-only batch norm: :math:`y = x - \mu_c + \beta_c` (no weight allowed, no
+        variance; ``running_var`` is ignored, ``rstd`` is returned as ones).
 
     Returns
     -------
@@ -480,6 +486,9 @@ def batch_norm(
     n = _count(x.shape, others)
     weight = _param(weight, (c,), "weight")
     bias = _param(bias, (c,), "bias")
+    if center_only:
+        return _bn_center(x, axis, others, n, weight, bias, running_mean, training, momentum,
+                          out, return_stats)
     for name, r in (("running_mean", running_mean), ("running_var", running_var)):
         if r is not None and np.shape(r) != (c,):
             raise ValueError(f"{name} must have shape {(c,)}, got {np.shape(r)}")
@@ -512,8 +521,31 @@ def batch_norm(
     return y
 
 
+def _bn_center(x, axis, others, n, weight, bias, running_mean, training, momentum, out,
+               return_stats):
+    """batch_norm(center_only=True): y = x - mean + bias; the running mean alone."""
+    c = x.shape[axis]
+    if weight is not None:
+        raise ValueError("center_only=True takes no weight")
+    if training:
+        mean = _mean(x, others).reshape(c)
+        if n > 0 and running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * _f64(running_mean) + momentum * mean
+    else:
+        if running_mean is None:
+            raise ValueError("center_only=True with training=False needs running_mean")
+        mean = _f64(running_mean).copy()
+    bshape = _channel_shape(x.ndim, axis)
+    y = x - mean.reshape(bshape)
+    if bias is not None:
+        y = y + bias.reshape(bshape)
+    y = _finish(y, out)
+    return (y, mean, np.ones(c)) if return_stats else y
+
+
 @_quiet
-def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True, out=None):
+def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True, out=None,
+                        center_only=False):
     r"""Gradients of :func:`batch_norm`.
 
     With :math:`\hat x = (x - \mu) r`, :math:`g = \gamma\, dy` and sums over the :math:`n` values
@@ -529,6 +561,9 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
 
         d\gamma_c = \sum dy\, \hat x, \quad d\beta_c = \sum dy.
 
+    ``center_only=True`` (mean-only batch norm): :math:`dx = dy - \operatorname{mean}(dy)`
+    (training) or :math:`dy` (evaluation); ``x``, ``mean`` and ``rstd`` are not used.
+
     Returns
     -------
     dx : ndarray
@@ -538,6 +573,12 @@ def batch_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, training=True
     dbias : ndarray
         Shape ``(C,)``.
     """
+    if center_only:  # y = x - mean(x) + bias: x, mean and rstd are not needed
+        if weight is not None:
+            raise ValueError("center_only=True takes no weight")
+        dy, axis, others = _bn_setup(dy, axis)
+        dx = dy - _mean(dy, others) if training else dy.copy()
+        return _finish(dx, out), None, dy.sum(axis=others)
     x, axis, others = _bn_setup(x, axis)
     dy = _f64(dy)
     c = x.shape[axis]
@@ -800,6 +841,306 @@ def instance_norm_backward(dy, x, mean, rstd, weight=None, *, axis=1, out=None):
     x = _f64(x)
     c = x.shape[_axis(axis, x.ndim)] if x.ndim >= 2 else 0
     dx, dweight, dbias = _gn_backward(dy, x, mean, rstd, c, weight, axis)
+    return _finish(dx, out), dweight, dbias
+
+
+# --------------------------------------------------------------------------- iterative whitening
+
+
+def _t(a):
+    return np.swapaxes(a, -1, -2)
+
+
+def _iw_setup(x, axis, group_size, iterations):
+    """x as float64, the channel axis, the (C, m) matrix of x and the group stacks: one
+    ``(start, k, d)`` triple per run of ``k`` consecutive groups of ``d`` channels each."""
+    x = _f64(x)
+    if x.ndim < 2:
+        raise ValueError(f"iter_norm expects at least 2 dimensions, got {x.ndim}")
+    axis = _axis(axis, x.ndim)
+    group_size = operator.index(group_size)
+    if group_size <= 0:
+        raise ValueError(f"group_size must be positive, got {group_size}")
+    if operator.index(iterations) < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations!r}")
+    c = x.shape[axis]
+    m = _count(x.shape, tuple(a for a in range(x.ndim) if a != axis))
+    xm = np.moveaxis(x, axis, 0).reshape(c, m)
+    full, rem = divmod(c, group_size)
+    stacks = [(0, full, group_size)] if full else []
+    if rem:
+        stacks.append((full * group_size, 1, rem))
+    return x, axis, c, xm, stacks, full + (rem > 0)
+
+
+def _iw_block(a, start, k, d):
+    """Rows ``start : start + k * d`` of a (C, m) matrix as a (k, d, m) stack."""
+    return a[start : start + k * d].reshape(k, d, a.shape[1])
+
+
+def _iw_unmatrix(a, shape, axis):
+    moved = (shape[axis],) + tuple(s for i, s in enumerate(shape) if i != axis)
+    return np.moveaxis(a.reshape(moved), 0, axis)
+
+
+def _iw_whiten(xc, eps, iterations):
+    """Sigma, trace, S, the Newton iterates P_0..P_T and W for a (k, d, m) centred stack."""
+    d, m = xc.shape[-2:]
+    eye = np.eye(d)
+    sigma = xc @ _t(xc) / m + eps * eye
+    tr = np.trace(sigma, axis1=-2, axis2=-1)[:, None, None]
+    s = sigma / tr
+    ps = [np.broadcast_to(eye, sigma.shape)]
+    for _ in range(iterations):
+        p = ps[-1]
+        ps.append(1.5 * p - 0.5 * (p @ p @ p @ s))
+    return sigma, tr, s, ps, ps[-1] / np.sqrt(tr)
+
+
+def _iw_running(running, c, groups, group_size, name):
+    shape = (c,) if name == "running_mean" else (groups, group_size, group_size)
+    if running is not None and np.shape(running) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {np.shape(running)}")
+
+
+@_quiet
+def iter_norm(
+    x,
+    weight=None,
+    bias=None,
+    running_mean=None,
+    running_whitening=None,
+    *,
+    group_size=16,
+    iterations=5,
+    training=True,
+    momentum=0.1,
+    eps=1e-5,
+    axis=1,
+    out=None,
+    return_stats=False,
+):
+    r"""IterNorm: iterative whitening of groups of channels (Huang et al., 2019).
+
+    The ``C = x.shape[axis]`` channels are split into ``G = ceil(C / group_size)`` consecutive
+    groups of ``d = group_size`` channels (the last one has ``C - (G - 1) * group_size`` when
+    ``group_size`` does not divide ``C``). With :math:`m` the number of values per channel (every
+    other axis) and each group's centred values :math:`X_c = x - \mu` as a :math:`d \times m`
+    matrix, in training mode
+
+    .. math::
+
+        \Sigma = X_c X_c^\top / m + \epsilon I, \quad
+        S = \Sigma / \operatorname{tr}\Sigma, \quad
+        P_0 = I, \quad P_k = \tfrac32 P_{k-1} - \tfrac12 P_{k-1}^3 S \ (k = 1..T), \\
+        W = P_T / \sqrt{\operatorname{tr}\Sigma}, \quad
+        y = (W X_c)_c\, \gamma_c + \beta_c
+
+    (Newton's iteration for :math:`S^{-1/2}`; ``T = iterations``) and, when given, the running
+    statistics are updated in place:
+    ``running_mean <- (1 - momentum) * running_mean + momentum * mu`` and likewise
+    ``running_whitening`` with :math:`W`. Evaluation mode (``training=False``) uses
+    :math:`y = W_\text{run} (x - \text{running\_mean})` per group, then the affine.
+    With ``group_size=1`` this is :func:`batch_norm` (:math:`W = r`).
+
+    Parameters
+    ----------
+    x : array_like
+        At least 2 dimensions.
+    weight, bias : array_like, optional
+        Shape ``(C,)``.
+    running_mean : ndarray, optional
+        Shape ``(C,)``.
+    running_whitening : ndarray, optional
+        Shape ``(G, group_size, group_size)``; a last group of ``d' < group_size`` channels
+        occupies its top-left ``d' x d'`` block. Both running statistics are updated in place in
+        training mode and required in evaluation mode.
+    group_size : int, default 16
+        Channels per group, positive.
+    iterations : int, default 5
+        Newton iterations ``T``, >= 0.
+    training : bool, default True
+    momentum : float, default 0.1
+        In ``[0, 1]``.
+    eps : float, default 1e-5
+        Added to the diagonal of the covariance.
+    axis : int, default 1
+        Channel axis (``-1`` for channels-last).
+    out : ndarray, optional
+        Receives ``y``.
+    return_stats : bool, default False
+        Also return ``mean`` and ``whitening`` (the ones used to normalize).
+
+    Returns
+    -------
+    y : ndarray
+        Shape of ``x``.
+    mean : ndarray
+        Shape ``(C,)``, only with ``return_stats=True``.
+    whitening : ndarray
+        Shape ``(G, group_size, group_size)``, the last group's matrix in the top-left block
+        and zeros elsewhere; only with ``return_stats=True``.
+
+    Raises
+    ------
+    ValueError
+        In evaluation mode without both running statistics.
+
+    Notes
+    -----
+    With an empty batch (``m = 0``) the statistics are NaN and the running statistics are left
+    untouched.
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+    >>> iter_norm(x, group_size=1, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    """
+    _check_eps(eps)
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    x, axis, c, xm, stacks, groups = _iw_setup(x, axis, group_size, iterations)
+    weight = _param(weight, (c,), "weight")
+    bias = _param(bias, (c,), "bias")
+    _iw_running(running_mean, c, groups, group_size, "running_mean")
+    _iw_running(running_whitening, c, groups, group_size, "running_whitening")
+    if training:
+        mean = _mean(xm, (1,)).reshape(c)
+        whitening = np.zeros((groups, group_size, group_size))
+    else:
+        if running_mean is None or running_whitening is None:
+            raise ValueError("training=False needs running_mean and running_whitening")
+        mean = _f64(running_mean).copy()
+        whitening = np.zeros((groups, group_size, group_size))
+        for start, k, d in stacks:  # the groups' blocks (a smaller last group's top-left)
+            g0 = start // group_size
+            whitening[g0 : g0 + k, :d, :d] = _f64(running_whitening)[g0 : g0 + k, :d, :d]
+    xc = xm - mean[:, None]
+    yhat = np.empty_like(xm)
+    for start, k, d in stacks:
+        g0 = start // group_size
+        block = _iw_block(xc, start, k, d)
+        if training:
+            whitening[g0 : g0 + k, :d, :d] = _iw_whiten(block, eps, iterations)[-1]
+        w = whitening[g0 : g0 + k, :d, :d]
+        yhat[start : start + k * d] = (w @ block).reshape(k * d, -1)
+    if training and xm.shape[1] > 0:
+        if running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * _f64(running_mean) + momentum * mean
+        if running_whitening is not None:
+            keep = 1.0 - momentum
+            running_whitening[...] = keep * _f64(running_whitening) + momentum * whitening
+    y = _iw_unmatrix(yhat, x.shape, axis)
+    bshape = _channel_shape(x.ndim, axis)
+    if weight is not None:
+        y = y * weight.reshape(bshape)
+    if bias is not None:
+        y = y + bias.reshape(bshape)
+    y = _finish(y, out)
+    if return_stats:
+        return y, mean, whitening
+    return y
+
+
+def _iw_backward_block(xc, gy, eps, iterations):
+    """Training-mode (dx, y_hat) of one (k, d, m) stack: reverse mode through the forward."""
+    m = xc.shape[-1]
+    sigma, tr, s, ps, w = _iw_whiten(xc, eps, iterations)
+    dw = gy @ _t(xc)
+    dxc = _t(w) @ gy
+    rt = np.sqrt(tr)
+    dp = dw / rt
+    dtr = -0.5 * (dw * ps[-1]).sum(axis=(-2, -1), keepdims=True) / (tr * rt)
+    ds = np.zeros_like(s)
+    for p in reversed(ps[:-1]):  # dp is the gradient of the iterate after p
+        p2 = p @ p
+        ds = ds - 0.5 * _t(p2 @ p) @ dp
+        dp = 1.5 * dp - 0.5 * (dp @ _t(p2 @ s) + _t(p) @ dp @ _t(p @ s) + _t(p2) @ dp @ _t(s))
+    dtr = dtr - (ds * sigma).sum(axis=(-2, -1), keepdims=True) / tr**2
+    dsigma = ds / tr + dtr * np.eye(s.shape[-1])
+    dxc = dxc + (dsigma + _t(dsigma)) @ xc / m
+    return dxc - _mean(dxc, (-1,)), w @ xc
+
+
+@_quiet
+def iter_norm_backward(dy, x, mean, weight=None, *, group_size=16, iterations=5, eps=1e-5, axis=1,
+                       training=True, whitening=None, out=None):  # fmt: skip
+    r"""Gradients of :func:`iter_norm`.
+
+    In training mode the exact gradient through the forward's operations, Newton iterations
+    included (not that of an exact whitening :math:`\Sigma^{-1/2}`): per group, with
+    :math:`G = \gamma\, dy` as a :math:`d \times m` matrix, :math:`dW = G X_c^\top` and
+    :math:`dX_c = W^\top G`, then back through :math:`W = P_T / \sqrt{\operatorname{tr}\Sigma}`,
+
+    .. math::
+
+        dP_{k-1} = \tfrac32 dP_k - \tfrac12 \left(dP_k (P^2 S)^\top + P^\top dP_k (P S)^\top
+            + (P^2)^\top dP_k S^\top\right), \quad dS \mathrel{+}= -\tfrac12 (P^3)^\top dP_k
+
+    (:math:`P = P_{k-1}`), :math:`S = \Sigma / \operatorname{tr}\Sigma`, and
+    :math:`dX_c \mathrel{+}= (d\Sigma + d\Sigma^\top) X_c / m`,
+    :math:`dx = dX_c - \operatorname{mean}(dX_c)` per channel. ``mean`` is the forward's batch
+    mean and :math:`\Sigma` is recomputed from ``x``; ``whitening`` is not used.
+
+    In evaluation mode the statistics are constants: ``mean`` is the running mean,
+    ``whitening`` (required, shape ``(G, group_size, group_size)``) the running whitening, and
+    :math:`dx = W^\top (\gamma\, dy)` per group. In both modes
+
+    .. math::
+
+        d\gamma_c = \sum dy\, \hat y, \quad d\beta_c = \sum dy
+
+    with :math:`\hat y = W X_c` the output before the affine.
+
+    Returns
+    -------
+    dx : ndarray
+        Shape of ``x``.
+    dweight : ndarray or None
+        Shape ``(C,)``; ``None`` when ``weight`` is ``None``.
+    dbias : ndarray
+        Shape ``(C,)``.
+
+    Raises
+    ------
+    ValueError
+        In evaluation mode without ``whitening``.
+    """
+    _check_eps(eps)
+    x, axis, c, xm, stacks, groups = _iw_setup(x, axis, group_size, iterations)
+    dy = _f64(dy)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy must have the shape of x, {x.shape}, got {dy.shape}")
+    weight = _param(weight, (c,), "weight")
+    mean = _param(mean, (c,), "mean")
+    if not training:
+        if whitening is None:
+            raise ValueError("training=False needs whitening (the running whitening)")
+        whitening = _param(whitening, (groups, group_size, group_size), "whitening")
+    others = tuple(a for a in range(x.ndim) if a != axis)
+    bshape = _channel_shape(x.ndim, axis)
+    g = dy if weight is None else dy * weight.reshape(bshape)
+    gm = np.moveaxis(g, axis, 0).reshape(xm.shape)
+    xc = xm - mean[:, None]
+    dxm = np.empty_like(xm)
+    yhat = np.empty_like(xm)
+    for start, k, d in stacks:
+        rows = slice(start, start + k * d)
+        block, gblock = _iw_block(xc, start, k, d), _iw_block(gm, start, k, d)
+        if training:
+            dxb, yb = _iw_backward_block(block, gblock, eps, iterations)
+        else:
+            g0 = start // group_size
+            w = whitening[g0 : g0 + k, :d, :d]
+            dxb, yb = _t(w) @ gblock, w @ block
+        dxm[rows] = dxb.reshape(k * d, -1)
+        yhat[rows] = yb.reshape(k * d, -1)
+    dx = _iw_unmatrix(dxm, x.shape, axis)
+    yhat = _iw_unmatrix(yhat, x.shape, axis)
+    dweight = None if weight is None else (dy * yhat).sum(axis=others)
+    dbias = dy.sum(axis=others)
     return _finish(dx, out), dweight, dbias
 
 

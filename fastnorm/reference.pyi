@@ -16,6 +16,8 @@ from . import group_norm_double_backward as group_norm_double_backward
 from . import instance_norm as instance_norm
 from . import instance_norm_backward as instance_norm_backward
 from . import instance_norm_double_backward as instance_norm_double_backward
+from . import iter_norm as iter_norm
+from . import iter_norm_backward as iter_norm_backward
 from . import l2_normalize as l2_normalize
 from . import l2_normalize_backward as l2_normalize_backward
 from . import layer_norm as layer_norm
@@ -45,6 +47,8 @@ __all__ = [
     "instance_norm",
     "instance_norm_backward",
     "instance_norm_double_backward",
+    "iter_norm",
+    "iter_norm_backward",
     "l2_normalize",
     "l2_normalize_backward",
     "layer_norm",

@@ -60,7 +60,7 @@ def test_loads_standalone_with_numpy_only():
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False
     )
     assert res.returncode == 0, res.stderr
-    assert int(res.stdout) == 27
+    assert int(res.stdout) == 29
 
 
 def test_public_names():
@@ -77,6 +77,7 @@ def test_public_names():
             "l2_normalize",
             "weight_norm",
             "cosine_norm",
+            "iter_norm",
         )
         for suffix in ("", "_backward")
     }
