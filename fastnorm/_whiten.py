@@ -80,8 +80,9 @@ def iter_norm(x, weight=None, bias=None, running_mean=None, running_whitening=No
         W = P_T / \sqrt{\operatorname{tr}\Sigma}, \qquad y = (W X_c)_c\,\gamma_c + \beta_c
 
     with T = ``iterations``. :math:`P_T \to S^{-1/2}`, so :math:`W X_c` has covariance
-    close to I: how close depends on T and on the spread of Σ's eigenvalues (see the
-    tests: random data with 16 channels, T = 5, to about 0.05; T = 12 to 1e-9). With
+    close to I: how close depends on T and on the spread of Σ's eigenvalues (correlated
+    16-channel groups with the eigenvalues of S between 0.013 and 0.12: within 0.14 of I
+    after T = 5, 1.1e-4 after 8, 1e-13 after 10; see tests/test_iter_norm.py). With
     ``group_size=1`` this is :func:`batch_norm`.
 
     Training mode updates the running statistics in place (when given), as batch norm:

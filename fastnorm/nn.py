@@ -38,7 +38,7 @@ import operator
 
 import numpy as np
 
-from . import _channels, _rows, _validate, _vectors
+from . import _channels, _rows, _validate, _vectors, _whiten
 
 __all__ = [
     "Module",
@@ -50,6 +50,7 @@ __all__ = [
     "BatchNorm",
     "GroupNorm",
     "InstanceNorm",
+    "IterNorm",
     "WeightNorm",
     "CosineNorm",
 ]
@@ -431,6 +432,75 @@ class GroupNorm(_Affine):
         x, mean, rstd = self._saved()
         dx, dw, db = _channels.group_norm_backward(dy, x, mean, rstd, self.num_groups,
                                                    self.weight, axis=self.axis)
+        self._store_grad("weight", dw)
+        self._store_grad("bias", db)
+        return dx
+
+
+class IterNorm(_Affine):
+    """Iterative whitening (IterNorm) of groups of ``group_size`` channels, with running
+    statistics: in training mode each group is centred and whitened with the batch's
+    covariance (``iterations`` Newton steps) and ``running_mean`` / ``running_whitening``
+    are updated in place; with ``training=False`` they are used (and ``backward`` treats
+    them as constants). See :func:`fastnorm.iter_norm`.
+
+    Parameters
+    ----------
+    num_features : int
+        The number of channels C.
+    group_size : int, default 16
+    iterations : int, default 5
+    eps : float, default 1e-5
+    momentum : float, default 0.1
+    affine : bool, default True
+        Whether to learn ``weight`` (ones) and ``bias`` (zeros), shape (C,).
+    track_running_stats : bool, default True
+        Whether to keep ``running_mean`` (zeros) and ``running_whitening`` (identity
+        blocks, shape (ceil(C / group_size), group_size, group_size)). Without them the
+        batch statistics are used in both modes.
+    axis : int, default 1
+        The channel axis: 1 for (N, C, ...) inputs, -1 for channels-last ones.
+    dtype : float32 or float64
+    """
+
+    def __init__(self, num_features, group_size=16, iterations=5, eps=1e-5, momentum=0.1,
+                 affine=True, track_running_stats=True, *, axis=1, dtype=np.float32):
+        self.num_features = _positive_int(num_features, "num_features")
+        self.group_size = _positive_int(group_size, "group_size")
+        self.iterations = operator.index(iterations)
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        _validate.check_momentum(momentum)
+        self.eps, self.momentum, self.axis = eps, momentum, operator.index(axis)
+        super().__init__((self.num_features,), affine, True, dtype)
+        self.running_mean = self.running_whitening = None
+        if track_running_stats:
+            d, C = self.group_size, self.num_features
+            G = -(-C // d)
+            self.running_mean = np.zeros(C, self.dtype)
+            self.running_whitening = np.zeros((G, d, d), self.dtype)
+            for g in range(G):
+                k = min(d, C - g * d)
+                self.running_whitening[g, :k, :k] = np.eye(k)
+
+    def _kw(self):
+        return {"group_size": self.group_size, "iterations": self.iterations, "eps": self.eps,
+                "axis": self.axis}
+
+    def forward(self, x, training=True):
+        x = np.asarray(x)
+        use_batch = bool(training) or self.running_mean is None
+        y, mean, whitening = _whiten.iter_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_whitening,
+            training=use_batch, momentum=self.momentum, return_stats=True, **self._kw())
+        self._cache = (x, mean, whitening, use_batch)
+        return y
+
+    def backward(self, dy):
+        x, mean, whitening, use_batch = self._saved()
+        dx, dw, db = _whiten.iter_norm_backward(
+            dy, x, mean, self.weight, training=use_batch,
+            whitening=None if use_batch else whitening, **self._kw())
         self._store_grad("weight", dw)
         self._store_grad("bias", db)
         return dx

@@ -20,6 +20,7 @@ __all__ = [
     "BatchNorm",
     "GroupNorm",
     "InstanceNorm",
+    "IterNorm",
     "WeightNorm",
     "CosineNorm",
 ]
@@ -117,6 +118,29 @@ class GroupNorm(_Affine):
         num_channels: int,
         eps: float = 1e-05,
         affine: bool = True,
+        *,
+        axis: int = 1,
+        dtype: DTypeLike = ...,
+    ) -> None: ...
+
+class IterNorm(_Affine):
+    num_features: int
+    group_size: int
+    iterations: int
+    eps: float
+    momentum: float
+    axis: int
+    running_mean: _Array | None
+    running_whitening: _Array | None
+    def __init__(
+        self,
+        num_features: int,
+        group_size: int = 16,
+        iterations: int = 5,
+        eps: float = 1e-05,
+        momentum: float = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
         *,
         axis: int = 1,
         dtype: DTypeLike = ...,

@@ -25,10 +25,15 @@ Functional API (torch.nn.functional-like signatures)::
     add_rms_norm(input, residual, normalized_shape, weight=None, eps=None)
                                                         # -> (y, s), s = input + residual
     add_norm(norm, input, residual)                     # (norm(s), s) for a norm module
+    iter_norm(input, running_mean=None, running_whitening=None, weight=None, bias=None,
+              training=True, momentum=0.1, eps=1e-5, group_size=16, iterations=5)
 
 Layer, RMS, batch, group and instance norm are differentiable twice (their backward
 under ``create_graph=True`` is itself differentiable, by fastnorm's ``*_double_backward``);
 a third-order derivative raises. The other functions are differentiable once.
+
+IterNorm (iterative whitening) has no torch.nn counterpart: :class:`IterNorm1d` and
+:class:`IterNorm2d` are modules of their own, with the running statistics as buffers.
 
 Modules: :class:`LayerNorm`, :class:`RMSNorm`, :class:`BatchNorm1d`, :class:`BatchNorm2d`,
 :class:`BatchNorm3d`, :class:`GroupNorm`, :class:`InstanceNorm1d`, :class:`InstanceNorm2d`,
@@ -68,6 +73,9 @@ __all__ = [
     "InstanceNorm1d",
     "InstanceNorm2d",
     "InstanceNorm3d",
+    "iter_norm",
+    "IterNorm1d",
+    "IterNorm2d",
     "TorchDistributedComm",
 ]
 
@@ -1064,6 +1072,206 @@ class InstanceNorm2d(_InstanceNormMixin, nn.InstanceNorm2d):
 
 class InstanceNorm3d(_InstanceNormMixin, nn.InstanceNorm3d):
     """:class:`torch.nn.InstanceNorm3d` computed by fastnorm (see :func:`instance_norm`)."""
+
+
+# ---------------------------------------------------------------------------------------
+# IterNorm
+
+
+def _iter_groups(c, group_size):
+    """(start, k, d) runs of k consecutive groups of d channels (the last may be smaller)."""
+    full, rem = divmod(c, group_size)
+    return [r for r in ((0, full, group_size), (full * group_size, 1, rem)) if r[1] and r[2]]
+
+
+def _iter_norm_composite(x, running_mean, running_whitening, weight, bias, training, momentum,
+                         eps, group_size, iterations):  # fmt: skip
+    """iter_norm in torch operations (any device or dtype; autograd differentiates it to any
+    order): the math of :func:`fastnorm.iter_norm` with the channels on axis 1."""
+    c = x.shape[1]
+    xm = x.transpose(0, 1).reshape(c, -1)
+    G = -(-c // group_size)
+    if training:
+        mean = xm.mean(dim=1)
+    else:
+        mean = running_mean.to(x.dtype)
+    xc = xm - mean[:, None]
+    parts, whitening = [], x.new_zeros((G, group_size, group_size))
+    for start, k, d in _iter_groups(c, group_size):
+        g0 = start // group_size
+        block = xc[start:start + k * d].reshape(k, d, -1)
+        if training:
+            eye = torch.eye(d, dtype=x.dtype, device=x.device)
+            sigma = block @ block.transpose(1, 2) / block.shape[-1] + eps * eye
+            tr = sigma.diagonal(dim1=-2, dim2=-1).sum(-1)[:, None, None]
+            s, p = sigma / tr, eye.expand_as(sigma)
+            for _ in range(iterations):
+                p = 1.5 * p - 0.5 * (p @ p @ p @ s)
+            w = p / tr.sqrt()
+        else:
+            w = running_whitening[g0:g0 + k, :d, :d].to(x.dtype)
+        whitening[g0:g0 + k, :d, :d] = w.detach()
+        parts.append((w @ block).reshape(k * d, -1))
+    y = torch.cat(parts).reshape(x.transpose(0, 1).shape).transpose(0, 1)
+    if training and xm.shape[1] > 0:
+        with torch.no_grad():
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(mean.detach().to(running_mean.dtype),
+                                                     alpha=momentum)
+            if running_whitening is not None:
+                running_whitening.mul_(1 - momentum).add_(
+                    whitening.to(running_whitening.dtype), alpha=momentum)
+    shape = (1, c) + (1,) * (x.dim() - 2)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y
+
+
+class _IterNormFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_whitening, training, momentum, eps,
+                group_size, iterations):  # fmt: skip
+        xv, perm, axis = _channel_layout(x, batch_first=False)
+        y = _empty(xv)
+        _, mean, whitening = _fn.iter_norm(
+            _np(xv), _np(weight), _np(bias), _np(running_mean), _np(running_whitening),
+            group_size=group_size, iterations=iterations, training=training,
+            momentum=momentum, eps=eps, axis=axis, out=_np(y), return_stats=True)
+        ctx.save_for_backward(x, weight, _tensor(mean), _tensor(whitening))
+        ctx.spec = (training, eps, group_size, iterations)
+        return _back(y, perm)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, weight, mean, whitening = ctx.saved_tensors
+        training, eps, group_size, iterations = ctx.spec
+        xv, perm, axis = _channel_layout(x, batch_first=False)
+        dx, dw, db = _fn.iter_norm_backward(
+            _np(_along(dy, perm)), _np(xv), _np(mean), _np(weight), group_size=group_size,
+            iterations=iterations, eps=eps, axis=axis, training=training,
+            whitening=None if training else _np(whitening))
+        return _grads(ctx, _back(_tensor(dx), perm), _tensor(dw), _tensor(db),
+                      *(None,) * 7)
+
+
+def _whitening_ok(r, x, G, d):
+    return r is None or (
+        _tensor_ok(r, torch.float32 if x.dtype in _HALF else x.dtype)
+        and tuple(r.shape) == (G, d, d)
+        and r.is_contiguous()
+        and not r.requires_grad
+    )
+
+
+def iter_norm(input, running_mean=None, running_whitening=None, weight=None, bias=None,
+              training=True, momentum=0.1, eps=1e-5, group_size=16, iterations=5):
+    """Iterative whitening (IterNorm) of groups of ``group_size`` channels along axis 1:
+    see :func:`fastnorm.iter_norm` for the math. In training the batch statistics are used
+    and the running ones (when given: ``running_mean`` (C,), ``running_whitening``
+    (ceil(C / group_size), group_size, group_size)) updated in place; otherwise the running
+    ones (both required).
+
+    Differentiable once through fastnorm's kernels (an exact backward through the Newton
+    iterations); inputs fastnorm does not compute (another device or dtype, ...) go through
+    a composite of torch operations instead, with the same math.
+
+    Returns
+    -------
+    Tensor, input's shape, dtype and strides
+    """
+    x = input
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
+    if x.dim() < 2:
+        raise ValueError(f"iter_norm expects at least 2 dimensions (N, C, ...), got {x.dim()}")
+    if not training and (running_mean is None or running_whitening is None):
+        raise ValueError("iter_norm with training=False needs running_mean and "
+                         "running_whitening")
+    G = -(-x.shape[1] // group_size)
+    ok = (
+        _fast(x, weight, bias)
+        and _channels_ok(x, weight, bias)
+        and _stat_ok(running_mean, x)
+        and _whitening_ok(running_whitening, x, G, group_size)
+        and _momentum_ok(momentum)
+        and _eps_ok(eps)
+    )
+    if not ok:
+        return _iter_norm_composite(x, running_mean, running_whitening, weight, bias,
+                                    training, momentum, eps, group_size, iterations)
+    if not _needs_grad(x, weight, bias):
+        with torch.no_grad():
+            return _IterNormFn.forward(_NoCtx(), x, weight, bias, running_mean,
+                                       running_whitening, bool(training), float(momentum),
+                                       eps, group_size, iterations)
+    return _IterNormFn.apply(x, weight, bias, running_mean, running_whitening, bool(training),
+                             float(momentum), eps, group_size, iterations)
+
+
+class _IterNorm(nn.Module):
+    """IterNorm as a module: per-channel affine parameters (ones and zeros) and, with
+    ``track_running_stats``, the buffers ``running_mean`` (zeros) and ``running_whitening``
+    (identity blocks), used in evaluation mode; without them the batch statistics are used
+    in both modes."""
+
+    _dims: tuple[int, ...] = ()
+
+    def __init__(self, num_features, group_size=16, iterations=5, eps=1e-5, momentum=0.1,
+                 affine=True, track_running_stats=True, device=None, dtype=None):
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        self.num_features, self.group_size, self.iterations = num_features, group_size, iterations
+        self.eps, self.momentum, self.affine = eps, momentum, affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **kw))
+            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            G = -(-num_features // group_size)
+            rw = torch.zeros(G, group_size, group_size, **kw)
+            for start, k, d in _iter_groups(num_features, group_size):
+                g0 = start // group_size
+                rw[g0:g0 + k, :d, :d] = torch.eye(d, **kw)
+            self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+            self.register_buffer("running_whitening", rw)
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_whitening", None)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, group_size={self.group_size}, "
+                f"iterations={self.iterations}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() not in self._dims:
+            raise ValueError(f"{type(self).__name__} expects a {' or '.join(map(str, self._dims))}"
+                             f"-d input, got {input.dim()}-d")
+        use_batch = self.training or self.running_mean is None
+        return iter_norm(input, self.running_mean, self.running_whitening, self.weight,
+                         self.bias, use_batch, self.momentum, self.eps, self.group_size,
+                         self.iterations)
+
+
+class IterNorm1d(_IterNorm):
+    """IterNorm of (N, C) or (N, C, L) inputs (see :func:`iter_norm`)."""
+
+    _dims = (2, 3)
+
+
+class IterNorm2d(_IterNorm):
+    """IterNorm of (N, C, H, W) inputs, channels_last ones included (see
+    :func:`iter_norm`)."""
+
+    _dims = (4,)
 
 
 _CONVERSIONS = {
