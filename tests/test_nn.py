@@ -342,3 +342,16 @@ def test_weight_norm_init_from_data_unit_axis_and_errors():
         layer.init_from_data(x, unit_axis=1)
     with pytest.raises(ValueError, match="needs a bias"):
         nn.WeightNorm(nn.Linear(3, 2, bias=False, rng=rng)).init_from_data(x)
+
+
+WHITENING_EXAMPLE = EXAMPLE.parent / "train_whitening.py"
+
+
+@pytest.mark.skipif(not WHITENING_EXAMPLE.exists(), reason="examples/ is not next to the tests")
+@pytest.mark.parametrize("model", ["wn-meanbn", "iternorm", "batchnorm"])
+def test_whitening_example_training_loss_falls(model):
+    train = runpy.run_path(str(WHITENING_EXAMPLE), run_name="example")["train"]
+    losses, accuracy = train(model, steps=80, batch=64, verbose=False)
+    assert len(losses) == 80 and np.all(np.isfinite(losses))
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
+    assert accuracy > 0.45  # four classes: chance is 0.25
