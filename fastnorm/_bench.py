@@ -464,6 +464,83 @@ OPS += [
 ]
 
 
+# ---- IterNorm and mean-only batch norm (NCHW) --------------------------------------------
+
+IW_GROUP = 16
+IW_ITERATIONS = 5
+IW_SHAPES = ((32, 64, 56, 56), (256, 256, 14, 14), (64, 512, 7, 7))
+_iw_inputs = _registry_inputs("iter_norm", {"axis": 1, "group_size": IW_GROUP})
+
+
+def _iw_torch(torch):
+    from fastnorm.torch import _iter_norm_composite  # torch's operations: bmm, the loop
+
+    return lambda x, w, b: _iter_norm_composite(x, None, None, w, b, True, BN_MOMENTUM, BN_EPS,
+                                                IW_GROUP, IW_ITERATIONS)
+
+
+def _iw_fwd_torch(torch, a, layout):
+    x, w, b = _tensors(torch, a, "x", "weight", "bias")
+    f = _iw_torch(torch)
+
+    def call():
+        with torch.no_grad():
+            return f(x, w, b)
+
+    return call
+
+
+def _iw_fwd_bwd_torch(torch, a, layout):
+    x, w, b = _tensors(torch, a, "x", "weight", "bias", grad=True)
+    (dy,) = _tensors(torch, a, "dy")
+    f = _iw_torch(torch)
+    return lambda: torch.autograd.grad(f(x, w, b), (x, w, b), dy)
+
+
+def _center_build(lib, a, out=None, *, axis):
+    """batch_norm(center_only=True), training, with a running mean (updated in place)."""
+    x, b, rm = a["x"], a["bias"], np.array(a["running_mean"])
+    return lambda: lib.batch_norm(x, None, b, rm, None, momentum=BN_MOMENTUM, axis=axis,
+                                  out=out, center_only=True)
+
+
+def _center_fwd_torch(torch, a, layout):
+    """The same in torch operations: x - mean over (N, H, W) + bias."""
+    x, b, rm = _tensors(torch, a, "x", "bias", "running_mean")
+    x = _nchw(x, layout)
+
+    def call():
+        mean = x.mean(dim=(0, 2, 3))
+        rm.mul_(1 - BN_MOMENTUM).add_(mean, alpha=BN_MOMENTUM)
+        y = x - (mean - b)[None, :, None, None]
+        return y if layout == "NCHW" else y.permute(0, 2, 3, 1)
+
+    return call
+
+
+def _iw_op(kind, build, build_torch):
+    cases = tuple((s, "float32") for s in IW_SHAPES)
+    return Op("iter_norm", kind, _iw_inputs, build, partial(build_torch, layout="NCHW"),
+              cases=cases, default_cases=cases[:1], layout="NCHW",
+              reference_max_size=CHANNEL_REFERENCE_MAX_SIZE, takes_out=True)
+
+
+OPS += [
+    _iw_op("fwd", _build("iter_norm", "fwd", axis=1, group_size=IW_GROUP,
+                         iterations=IW_ITERATIONS, eps=BN_EPS), _iw_fwd_torch),
+    _iw_op("fwd+bwd", _build("iter_norm", "fwd+bwd", axis=1, group_size=IW_GROUP,
+                             iterations=IW_ITERATIONS, eps=BN_EPS), _iw_fwd_bwd_torch),
+    *[
+        Op("batch_norm_center", "fwd", inputs, partial(_center_build, axis=LAYOUT_AXIS[layout]),
+           partial(_center_fwd_torch, layout=layout),
+           cases=tuple((s, "float32") for s in CHANNEL_SHAPES),
+           default_cases=((CHANNEL_SHAPES[0], "float32"),), layout=layout,
+           reference_max_size=CHANNEL_REFERENCE_MAX_SIZE, takes_out=True)
+        for layout, inputs in (("NCHW", _nchw_inputs), ("NHWC", _nhwc_inputs))
+    ],
+]
+
+
 # ---- vectors family: weight_norm, l2_normalize, cosine_norm ------------------------------
 
 

@@ -5,15 +5,10 @@ the running statistics, and the whitening itself (identity covariance, scale inv
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from fastnorm import reference as ref
-
-TORCH_COMPOSITE = Path(__file__).resolve().parent.parent / "bench" / "iter_norm_torch.py"
 
 # (shape, axis, group_size): groups of 4 and a last one of 2; groups of 2, 2 and 1 on a
 # 2-D input; channels-last with a last group of 2.
@@ -99,11 +94,16 @@ def test_backward_without_weight():
 
 @pytest.fixture(scope="module")
 def composite():
+    """fastnorm.torch's composite of torch operations (its fallback, and the baseline of
+    the benchmarks) as (x, weight, bias, group_size, iterations) -> y, training mode."""
     torch = pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("iter_norm_torch", TORCH_COMPOSITE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return torch, module.torch_iter_norm
+    fnt = pytest.importorskip("fastnorm.torch")
+
+    def torch_iter_norm(x, weight, bias, group_size, iterations):
+        return fnt._iter_norm_composite(x, None, None, weight, bias, True, 0.1, 1e-5,
+                                        group_size, iterations)
+
+    return torch, torch_iter_norm
 
 
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
