@@ -218,6 +218,25 @@ static void iw_sigma(const double *st, int64_t dg, double m, double eps, double 
             sigma[i * dg + j] = xx[i * dg + j] / m - delta[i] * delta[j] + (i == j ? eps : 0.0);
 }
 
+/* Whether float32 data are within float arithmetic's range for the data passes: each
+ * group's trace of Σ (its total variance) between 1e-60 and 1e70, so that the centred values
+ * cannot overflow a float and the whitening's entries (about 1/sqrt(tr Σ)) are normal
+ * floats. NaN traces pass (they stay in their group whatever the arithmetic). */
+static int iw_float_ok(const double *st, int64_t C, int64_t d, double m, double eps)
+{
+    const int64_t G = (C + d - 1) / d, per = 2 * d + 2 * d * d;
+    for (int64_t g = 0; g < G; g++) {
+        const int64_t dg = C - g * d < d ? C - g * d : d;
+        const double *sx = st + g * per, *xx = sx + 2 * dg;
+        double t = 0.0;
+        for (int64_t i = 0; i < dg; i++)
+            t += xx[i * dg + i] / m - (sx[i] / m) * (sx[i] / m) + eps;
+        if (t < 1e-60 || t > 1e70)
+            return 0;
+    }
+    return 1;
+}
+
 int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *bias, void *y,
                      void *mean_out, void *whitening_out, void *running_mean,
                      void *running_whitening, int running_f64, int64_t A, int64_t C, int64_t B,
@@ -250,6 +269,8 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
             shift[c] = s / (double)np;
         }
         status = iw_stats(dtype, x, NULL, shift, A, C, B, d, st);
+        if (status == FN_OK && !f64 && !iw_float_ok(st, C, d, m, eps))
+            status = FN_WIDEN;
         if (status != FN_OK)
             goto done;
         /* the groups' Newton iterations, independent of each other */
@@ -332,6 +353,8 @@ int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
     for (int64_t c = 0; c < C; c++)
         mu[c] = iw_get(mean, f64, c);
     int status = iw_stats(dtype, x, dy, mu, A, C, B, d, st);
+    if (status == FN_OK && training && !f64 && !iw_float_ok(st, C, d, m, eps))
+        status = FN_WIDEN;
     if (status != FN_OK)
         goto done;
     memset(K1, 0, (size_t)(2 * G * d2) * sizeof(double));

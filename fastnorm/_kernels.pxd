@@ -12,6 +12,7 @@ cdef extern from "fastnorm.h" nogil:
         FN_OK
         FN_ERR_NOMEM
         FN_ERR_ARG
+        FN_WIDEN
         FN_ISA_BASELINE
         FN_ISA_AVX2
         FN_ISA_AVX512

@@ -136,12 +136,12 @@ def iter_norm_fwd(
     x: _A, weight: _A | None, bias: _A | None, y: _A, mean: _A | None, whitening: _A | None,
     running_mean: _A | None, running_whitening: _A | None, A: int, C: int, B: int, d: int,
     T: int, eps: float, momentum: float, training: bool,
-) -> None: ...
+) -> bool: ...
 def iter_norm_bwd(
     dy: _A, x: _A, mean: _A, weight: _A | None, whitening: _A | None, dx: _A,
     dweight: _A | None, dbias: _A, A: int, C: int, B: int, d: int, T: int, eps: float,
     training: bool,
-) -> None: ...
+) -> bool: ...
 def group_norm_fwd(
     x: _A,
     weight: _A | None,

@@ -396,7 +396,9 @@ def iter_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, obje
                   int64_t C, int64_t B, int64_t d, int64_t T, double eps, double momentum,
                   bint training):
     """running_mean / running_whitening: None or contiguous float32/float64 arrays of one
-    dtype (which may differ from x's)."""
+    dtype (which may differ from x's). Returns False, having written nothing, where
+    float32 x is beyond float arithmetic's range (the caller computes in float64).
+    """
     cdef int st, t = _kind(x)
     cdef void *px = _p(x)
     cdef void *pw = _p(weight)
@@ -411,7 +413,10 @@ def iter_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, obje
     with nogil:
         st = fn_iter_norm_fwd(t, px, pw, pb, py, pm, pwh, prm, prw, r64, A, C, B, d, T, eps,
                               momentum, training)
+    if st == FN_WIDEN:
+        return False
     _check(st)
+    return True
 
 
 def iter_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, object weight,
@@ -430,7 +435,10 @@ def iter_norm_bwd(cnp.ndarray dy, cnp.ndarray x, cnp.ndarray mean, object weight
     with nogil:
         st = fn_iter_norm_bwd(t, pdy, px, pm, pw, pwh, pdx, pdw, pdb, A, C, B, d, T, eps,
                               training)
+    if st == FN_WIDEN:
+        return False
     _check(st)
+    return True
 
 
 def group_norm_fwd(cnp.ndarray x, object weight, object bias, cnp.ndarray y, object mean,

@@ -309,3 +309,61 @@ def test_nn_iter_norm_layer():
     dx_er, _, _ = ref.iter_norm_backward(dy, x, rm, np.ones(6), group_size=4, training=False,
                                          whitening=rw)
     assert_close(dx_eval, dx_er, np.float64, factor=100)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_constant_input_gives_the_bias(dtype):
+    x = np.full((6, 5, 4), 3.25, dtype)
+    w, b = _params(5, dtype)
+    y, mean, _ = fn.iter_norm(x, w, b, group_size=2, return_stats=True)
+    assert_identical(y, np.broadcast_to(b[:, None], y.shape).astype(dtype))
+    dx, dw, db = fn.iter_norm_backward(np.ones_like(x), x, mean, w, group_size=2)
+    assert np.isfinite(dx).all() and np.isfinite(dw).all() and np.isfinite(db).all()
+    with np.errstate(all="ignore"):  # eps = 0: 0 / 0, as in the reference
+        y0 = fn.iter_norm(x, group_size=2, eps=0.0)
+        assert np.isnan(y0).all() and np.isnan(ref.iter_norm(x, group_size=2, eps=0.0)).all()
+
+
+@pytest.mark.parametrize("case", ["mean1e4", "huge", "tiny"])
+def test_float32_at_the_ends_of_its_range(case):
+    """Large mean and small spread (the shift), and data near float32's limits: magnitudes
+    near 1e37 (centred values would overflow a float) and subnormal ones (the whitening's
+    entries would), computed through float64 and equal to the reference."""
+    rng = np.random.default_rng(8)
+    base = rng.standard_normal((16, 6, 5, 5))
+    x = {"mean1e4": 1e4 + 1e-3 * base, "huge": 3e37 * base, "tiny": 1e-41 * base}[case]
+    x = x.astype(np.float32)
+    w, b = _params(6, np.float32)
+    rm, rw = np.zeros(6, np.float32), np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
+    y, mean, wh = fn.iter_norm(x, w, b, rm, rw, group_size=4, return_stats=True)
+    y_r, mean_r, _ = ref.iter_norm(x, w, b, group_size=4, return_stats=True)
+    assert np.isfinite(y).all()
+    assert_close(y, y_r, np.float32, factor=FACTOR[np.float32])
+    # (subnormal float32 running means hold few digits: judged against the smallest normal)
+    np.testing.assert_allclose(rm, 0.1 * mean_r, rtol=1e-5, atol=np.finfo(np.float32).tiny)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dx, dw, db = fn.iter_norm_backward(dy, x, mean, w, group_size=4)
+    dx_r, dw_r, db_r = ref.iter_norm_backward(dy, x, mean_r, w, group_size=4)
+    assert np.isfinite(dx).all()
+    np.testing.assert_allclose(dx, dx_r, rtol=1e-3, atol=1e-4 * np.abs(dx_r).max())
+    assert_close(dw, dw_r, np.float32, factor=FACTOR[np.float32])
+    assert_close(db, db_r, np.float32)
+
+
+def test_inf_stays_in_its_group():
+    x = _data((6, 8, 5), np.float64)
+    x[1, 6, 2] = np.inf
+    with np.errstate(all="ignore"):
+        y = fn.iter_norm(x, group_size=4)
+    assert np.isnan(y[:, 4:]).all() and np.isfinite(y[:, :4]).all()
+
+
+def test_strided_and_misaligned_views():
+    x = _data((5, 8, 9), np.float32)
+    expect = fn.iter_norm(x, group_size=4)
+    buf = np.zeros(x.size + 1, np.float32)
+    mis = buf[1:].reshape(x.shape)
+    mis[...] = x
+    assert_identical(fn.iter_norm(mis, group_size=4), expect)
+    rev = x[:, :, ::-1].copy()[:, :, ::-1]
+    assert_identical(fn.iter_norm(rev, group_size=4), expect)
