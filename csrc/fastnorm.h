@@ -24,8 +24,8 @@ enum {
     FN_OK = 0,
     FN_ERR_NOMEM = 1, /* a scratch allocation failed */
     FN_ERR_ARG = 2,   /* an argument the caller should have rejected (negative size, ...) */
-    FN_WIDEN = 3      /* iter_norm: float32 data beyond float arithmetic's range; nothing was
-                         written: call again with float64 copies */
+    FN_WIDEN = 3      /* iter_norm: float32 data beyond float arithmetic's range; y, dx and the
+                         running statistics untouched: call again with float64 copies */
 };
 
 /* SIMD levels the kernels are compiled for; the best supported one is chosen at load. */

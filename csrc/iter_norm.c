@@ -182,6 +182,35 @@ static int iw_stats(int dtype, const void *x, const void *dy, const double *shif
     return FN_ERR_ARG;
 }
 
+/* iw_stats around the shift s (C entries, updated): when some channel's shift lies far from
+ * its mean against its spread (fn_shift_ok: the sums would cancel), once more around the
+ * mean just found. */
+static int iw_stats_shifted(int dtype, const void *x, const void *dy, double *s, int64_t A,
+                            int64_t C, int64_t B, int64_t d, double *out)
+{
+    for (int64_t c = 0; c < C; c++) /* a shift, not a statistic: any finite value does */
+        if (!isfinite(s[c]))
+            s[c] = 0.0;
+    int status = iw_stats(dtype, x, dy, s, A, C, B, d, out);
+    const int64_t G = (C + d - 1) / d, per = 2 * d + 2 * d * d;
+    const double m = (double)(A * B);
+    int ok = 1;
+    for (int64_t g = 0; status == FN_OK && g < G && ok; g++) {
+        const int64_t dg = C - g * d < d ? C - g * d : d;
+        const double *sx = out + g * per, *xx = sx + 2 * dg;
+        for (int64_t i = 0; i < dg && ok; i++)
+            ok = fn_shift_ok(sx[i], xx[i * dg + i], m);
+    }
+    if (status != FN_OK || ok)
+        return status;
+    for (int64_t g = 0; g < G; g++) {
+        const int64_t dg = C - g * d < d ? C - g * d : d;
+        for (int64_t i = 0; i < dg; i++)
+            s[g * d + i] += out[g * per + i] / m;
+    }
+    return iw_stats(dtype, x, dy, s, A, C, B, d, out);
+}
+
 static int iw_apply(int dtype, const void *u, const void *v, const double *K1, const double *K2,
                     const double *shift, const double *c, void *out, int64_t A, int64_t C,
                     int64_t B, int64_t d)
@@ -218,22 +247,47 @@ static void iw_sigma(const double *st, int64_t dg, double m, double eps, double 
             sigma[i * dg + j] = xx[i * dg + j] / m - delta[i] * delta[j] + (i == j ? eps : 0.0);
 }
 
+/* Group g's trace of Σ (its total variance) from iter_stats' output. */
+static double iw_trace(const double *st, int64_t C, int64_t d, int64_t g, double m, double eps)
+{
+    const int64_t dg = C - g * d < d ? C - g * d : d, per = 2 * d + 2 * d * d;
+    const double *sx = st + g * per, *xx = sx + 2 * dg;
+    double t = 0.0;
+    for (int64_t i = 0; i < dg; i++)
+        t += xx[i * dg + i] / m - (sx[i] / m) * (sx[i] / m) + eps;
+    return t;
+}
+
 /* Whether float32 data are within float arithmetic's range for the data passes: each
- * group's trace of Σ (its total variance) between 1e-60 and 1e70, so that the centred values
- * cannot overflow a float and the whitening's entries (about 1/sqrt(tr Σ)) are normal
- * floats. NaN traces pass (they stay in their group whatever the arithmetic). */
+ * group's trace of Σ between 1e-60 and 1e70, so that the centred values cannot overflow a
+ * float and the whitening's entries (about 1/sqrt(tr Σ)) are normal floats. NaN traces
+ * pass (they stay in their group whatever the arithmetic). */
 static int iw_float_ok(const double *st, int64_t C, int64_t d, double m, double eps)
 {
-    const int64_t G = (C + d - 1) / d, per = 2 * d + 2 * d * d;
-    for (int64_t g = 0; g < G; g++) {
-        const int64_t dg = C - g * d < d ? C - g * d : d;
-        const double *sx = st + g * per, *xx = sx + 2 * dg;
-        double t = 0.0;
-        for (int64_t i = 0; i < dg; i++)
-            t += xx[i * dg + i] / m - (sx[i] / m) * (sx[i] / m) + eps;
+    for (int64_t g = 0; g < (C + d - 1) / d; g++) {
+        const double t = iw_trace(st, C, d, g, m, eps);
         if (t < 1e-60 || t > 1e70)
             return 0;
     }
+    return 1;
+}
+
+/* Whether the coefficients of a float32 apply pass keep its terms in float range: each
+ * group's entries of K (G blocks of d x d) times sc[g]^p (sc: the group's data scale, so
+ * that |K| sc^p is the size of a term) and the constants c below 1e30 (a weight near
+ * FLT_MAX times a whitening above 1 would overflow the float coefficient itself). */
+static int iw_coef_ok(const double *K, const double *sc, int p, int64_t G, int64_t d,
+                      const double *c, int64_t C)
+{
+    for (int64_t g = 0; K && g < G; g++) {
+        const double f = p == 0 ? 1.0 : (p == 1 ? sc[g] : sc[g] * sc[g]);
+        for (int64_t i = 0; i < d * d; i++)
+            if (fabs(K[g * d * d + i]) * f >= 1e30)
+                return 0;
+    }
+    for (int64_t i = 0; c && i < C; i++)
+        if (fabs(c[i]) >= 1e30)
+            return 0;
     return 1;
 }
 
@@ -251,14 +305,16 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
     /* mu, shift, bias (C each); st (G per); K (G d²); W (G d²); per group: P_0..P_T,
      * Σ, scratch (4 d²), its W, δ */
     const int64_t gw = (T + 7) * d2 + d;
-    const size_t nd = (size_t)(3 * C + G * per + 2 * G * d2 + (training ? G * gw : 0));
+    const size_t nd = (size_t)(3 * C + G * per + 2 * G * d2 + G + (training ? G * gw : 0));
     double *mem = (double *)malloc(nd * sizeof(double));
     if (!mem)
         return FN_ERR_NOMEM;
     double *mu = mem, *shift = mu + C, *bb = shift + C, *st = bb + C, *K = st + G * per;
-    double *Wall = K + G * d2, *work = Wall + G * d2;
+    double *Wall = K + G * d2, *sc = Wall + G * d2, *work = sc + G;
     int status = FN_OK;
     memset(Wall, 0, (size_t)(G * d2) * sizeof(double));
+    for (int64_t g = 0; g < G; g++)
+        sc[g] = 1.0;
     if (training) {
         /* shift: the mean of the first (up to 64) positions */
         const int64_t np = P < 64 ? P : 64;
@@ -268,11 +324,13 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
                 s += iw_get(x, f64, ((p / B) * C + c) * B + p % B);
             shift[c] = s / (double)np;
         }
-        status = iw_stats(dtype, x, NULL, shift, A, C, B, d, st);
+        status = iw_stats_shifted(dtype, x, NULL, shift, A, C, B, d, st);
         if (status == FN_OK && !f64 && !iw_float_ok(st, C, d, m, eps))
             status = FN_WIDEN;
         if (status != FN_OK)
             goto done;
+        for (int64_t g = 0; g < G; g++)
+            sc[g] = sqrt(iw_trace(st, C, d, g, m, eps));
         /* the groups' Newton iterations, independent of each other */
         const int nt = fn_threads_for(G, G * T * d2 * d);
         FN_PARFOR(nt, g, G, {
@@ -308,6 +366,10 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
             }
     for (int64_t c = 0; c < C; c++)
         bb[c] = bias ? iw_get(bias, f64, c) : 0.0;
+    if (!f64 && !iw_coef_ok(K, sc, 1, G, d, bb, C)) {
+        status = FN_WIDEN; /* nothing written yet */
+        goto done;
+    }
     if (P > 0)
         status = iw_apply(dtype, NULL, x, NULL, K, mu, bb, y, A, C, B, d);
     if (status != FN_OK)
@@ -344,15 +406,18 @@ int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
     const double m = (double)P;
     /* per group: P_0..P_T, Σ, W, dW, dΣ, scratch (11 d²: the iterations' 10, E), δ, v */
     const int64_t gw = (T + 16) * d2 + 2 * d;
-    const size_t nd = (size_t)(2 * C + G * per + 2 * G * d2 + G * gw);
+    const size_t nd = (size_t)(2 * C + G * per + 2 * G * d2 + G + G * gw);
     double *mem = (double *)malloc(nd * sizeof(double));
     if (!mem)
         return FN_ERR_NOMEM;
     double *mu = mem, *cc = mu + C, *st = cc + C, *K1 = st + G * per, *K2 = K1 + G * d2;
-    double *work = K2 + G * d2;
+    double *sc = K2 + G * d2, *work = sc + G;
     for (int64_t c = 0; c < C; c++)
         mu[c] = iw_get(mean, f64, c);
-    int status = iw_stats(dtype, x, dy, mu, A, C, B, d, st);
+    /* mu: the given mean as the shift in training (the statistics are about x's own batch
+     * mean, δ = mean(x - mu) away), the running mean itself in evaluation */
+    int status = training ? iw_stats_shifted(dtype, x, dy, mu, A, C, B, d, st)
+                          : iw_stats(dtype, x, dy, mu, A, C, B, d, st);
     if (status == FN_OK && training && !f64 && !iw_float_ok(st, C, d, m, eps))
         status = FN_WIDEN;
     if (status != FN_OK)
@@ -421,6 +486,13 @@ int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
     if (!training)
         for (int64_t c = 0; c < C; c++)
             cc[c] = 0.0;
+    for (int64_t g = 0; g < G; g++)
+        sc[g] = training ? sqrt(iw_trace(st, C, d, g, m, eps)) : 1.0;
+    if (!f64 && !(iw_coef_ok(K1, sc, 1, G, d, cc, C) &&
+                  iw_coef_ok(training ? K2 : NULL, sc, 2, G, d, NULL, 0))) {
+        status = FN_WIDEN; /* dweight and dbias are written again by the float64 call */
+        goto done;
+    }
     if (P > 0)
         status = iw_apply(dtype, dy, x, K1, training ? K2 : NULL, mu, cc, dx, A, C, B, d);
 done:

@@ -155,7 +155,10 @@ def iter_norm(x, weight=None, bias=None, running_mean=None, running_whitening=No
             whitening.fill(np.nan)
         elif return_stats:
             mean[...] = rm
-            whitening[...] = rw.reshape(G, d, d)
+            rw3 = rw.reshape(G, d, d)
+            for g in range(G):  # the groups' blocks, as the kernel returns them
+                k = min(d, C - g * d)
+                whitening[g, :k, :k] = rw3[g, :k, :k]
     elif not _kernels.iter_norm_fwd(xk, weight, bias, yk, mean, whitening, rm, rw, A, C, B,
                                     d, T, eps, momentum, training):
         # float32 data too large or too small for float arithmetic (|x| near 1e35 or
@@ -184,8 +187,9 @@ def iter_norm_backward(dy, x, mean, weight=None, *, group_size=16, iterations=5,
 
     Training mode: the exact derivative of the forward's steps, the Newton iterations
     included (what reverse-mode differentiation of the same iterations gives, not the
-    gradient of an exact whitening). ``mean`` is the forward's batch mean; Σ and the
-    iterations are recomputed from x (``whitening`` is not used). With
+    gradient of an exact whitening). ``mean`` is the forward's batch mean, used as the
+    shift of the sums: X_c, Σ and the iterations are recomputed from x about its exact batch
+    mean (so a mean saved in float32 costs no accuracy; ``whitening`` is not used). With
     :math:`g = \gamma\,dy` per group, :math:`dW = g X_c^\top` is carried back through
     :math:`W = P_T / \sqrt{\operatorname{tr}\Sigma}` and the iterations to :math:`d\Sigma`;
     then :math:`dX_c = W^\top g + (d\Sigma + d\Sigma^\top) X_c / m` and

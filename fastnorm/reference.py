@@ -1082,7 +1082,8 @@ def iter_norm_backward(dy, x, mean, weight=None, *, group_size=16, iterations=5,
     (:math:`P = P_{k-1}`), :math:`S = \Sigma / \operatorname{tr}\Sigma`, and
     :math:`dX_c \mathrel{+}= (d\Sigma + d\Sigma^\top) X_c / m`,
     :math:`dx = dX_c - \operatorname{mean}(dX_c)` per channel. ``mean`` is the forward's batch
-    mean and :math:`\Sigma` is recomputed from ``x``; ``whitening`` is not used.
+    mean, but :math:`X_c` and :math:`\Sigma` are recomputed from ``x`` about its exact batch
+    mean (a saved mean rounded to float32 would bias Σ by δδᵀ); ``whitening`` is not used.
 
     In evaluation mode the statistics are constants: ``mean`` is the running mean,
     ``whitening`` (required, shape ``(G, group_size, group_size)``) the running whitening, and
@@ -1123,7 +1124,9 @@ def iter_norm_backward(dy, x, mean, weight=None, *, group_size=16, iterations=5,
     bshape = _channel_shape(x.ndim, axis)
     g = dy if weight is None else dy * weight.reshape(bshape)
     gm = np.moveaxis(g, axis, 0).reshape(xm.shape)
-    xc = xm - mean[:, None]
+    # training: about x's own batch mean, which the forward computed (the saved mean may be
+    # rounded, to float32 say, and would otherwise leave a spurious δδᵀ in Σ)
+    xc = xm - (_mean(xm, (1,)) if training else mean[:, None])
     dxm = np.empty_like(xm)
     yhat = np.empty_like(xm)
     for start, k, d in stacks:

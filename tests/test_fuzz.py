@@ -430,9 +430,10 @@ class Case:
             self.arrays.append(out)
         return out
 
-    def running_stats(self, C, training):
+    def running_stats(self, C, training, second=None):
         """(running_mean, running_var) for fastnorm and their float64 copies for the
-        reference, which updates those in place."""
+        reference, which updates those in place. ``second``: (name, shape) of another
+        second statistic (iter_norm's running_whitening), drawn with any sign."""
         g = self.gen
         dtype = g.pick((F32, F64, F64), label="running dtype")
         valid = ("none", "same", "same") if training else ("same",)
@@ -441,17 +442,21 @@ class Case:
         if not training:
             invalid = ("none", *invalid)
         pair = []
-        for name, var in (("running_mean", False), ("running_var", True)):
+        stats = (("running_mean", (C,), False),
+                 (*(second or ("running_var", (C,))), second is None))
+        for name, shape, var in stats:
             kind = g.choose(valid, invalid, label=name)
             if kind == "none":
                 if not training:
                     self.expect(f"training=False without {name}")
                 pair.extend((None, None))
                 continue
-            n = C + 1 if kind == "wrong_shape" else C
-            v = g.values((n,), F64, positive=var)
+            if kind == "wrong_shape":
+                shape = (shape[0] + 1, *shape[1:])
+            n = math.prod(shape)
+            v = g.values(shape, F64, positive=var)
             if kind == "stepped":
-                a = np.zeros(2 * n + 1, dtype)[1::2]
+                a = np.zeros(2 * n + 1, dtype)[1::2].reshape(shape)
                 a[...] = cast(v, dtype)
             else:
                 a = cast(v, {
@@ -832,6 +837,81 @@ def moments_in(dtype, result):
         return tuple(a.astype(dtype) for a in result)
 
 
+def draw_group_size(case):
+    """iter_norm's group_size: (argument, its value for the reference's shapes)."""
+    gen = case.gen
+    kind = gen.choose(("default", "small", "small", "numpy"), ("zero", "negative", "float",
+                                                               "bool"), label="group_size")
+    if kind == "default":
+        return DEFAULT, 16
+    if kind in ("small", "numpy"):
+        d = gen.pick((1, 2, 3, 4, 5))
+        return (np.int64(d) if kind == "numpy" else d), d
+    if kind == "bool":
+        case.expect("group_size=True", TypeError)
+        return True, 1
+    case.expect(f"group_size ({kind})")
+    return {"zero": 0, "negative": -2, "float": 2.0}[kind], 2
+
+
+def draw_iterations(case):
+    kind = case.gen.choose((DEFAULT, 0, 1, 3), ("negative",), label="iterations")
+    if kind == "negative":
+        case.expect("iterations=-1")
+        return -1
+    return kind
+
+
+def build_iter_norm(gen, backward):
+    case = Case(gen)
+    x = case.input(min_ndim=2)
+    xa = np.asarray(x)
+    xr = case.track(x)
+    axis, ax, C, _ = channel_layout(case, xa, "iter_norm")
+    gs, d = draw_group_size(case)
+    iterations = draw_iterations(case)
+    G = -(-C // d) if C else 0
+    w, wr = shaped(case, (C,), "weight", optional=True)
+    training = gen.pick((DEFAULT, True, False), label="training")
+    is_training = True if training is DEFAULT else bool(training)
+    if backward:
+        dy, dyr = shaped(case, xa.shape, "dy")
+        (mean,), (mr,) = saved_stats(
+            case, lambda: ref.iter_norm(xr, axis=ax, group_size=d, return_stats=True)[1:2],
+            [(C,)], ["mean"], [False])  # fmt: skip
+        wh = whr = None
+        if not is_training:
+            wh, whr = shaped(case, (G, d, d), "whitening")
+        kw = kwargs(axis=axis, training=training, group_size=gs, iterations=iterations)
+
+        def whitening_used():
+            if not is_training:
+                return whr
+            with quiet():
+                return ref.iter_norm(xr, axis=ax, group_size=d, iterations=iterations
+                                     if iterations is not DEFAULT else 5, return_stats=True)[2]
+
+        # dx = Wᵀ g - mean(Wᵀ g) + ...: terms of size |W| |dy| |w| cancel to rounding
+        case.dx_scale = lambda: term_scale(dyr, wr, whitening_used())
+        out = case.out_array(dy, xa.shape)
+        fkw = kw if out is DEFAULT else {**kw, "out": out}
+        case.call = lambda: fn.iter_norm_backward(dy, x, mean, w, whitening=wh, **fkw)
+        case.ref = lambda: ref.iter_norm_backward(dyr, xr, mr, wr, whitening=whr, **kw)
+        return case
+    b, br = shaped(case, (C,), "bias", optional=True)
+    rm, rmr, rw, rwr = case.running_stats(C, is_training, ("running_whitening", (G, d, d)))
+    case.updates_running = is_training
+    eps = case.eps()
+    momentum = case.momentum()
+    out = case.out_array(x, xa.shape)
+    kw = kwargs(training=training, momentum=momentum, eps=eps, axis=axis, group_size=gs,
+                iterations=iterations, return_stats=gen.pick((DEFAULT, False, True)))
+    fkw = kw if out is DEFAULT else {**kw, "out": out}
+    case.call = lambda: fn.iter_norm(x, w, b, rm, rw, **fkw)
+    case.ref = lambda: ref.iter_norm(xr, wr, br, rmr, rwr, **kw)
+    return case
+
+
 def build_moments(gen, merge):
     case = Case(gen)
     x = case.input(min_ndim=2)
@@ -1088,6 +1168,8 @@ BUILDERS = {
     "add_rms_norm_backward": functools.partial(build_add_rows, op="add_rms_norm", backward=True),
     "batch_norm": functools.partial(build_batch_norm, backward=False),
     "batch_norm_backward": functools.partial(build_batch_norm, backward=True),
+    "iter_norm": functools.partial(build_iter_norm, backward=False),
+    "iter_norm_backward": functools.partial(build_iter_norm, backward=True),
     "batch_moments": functools.partial(build_moments, merge=False),
     "merge_moments": functools.partial(build_moments, merge=True),
     "group_norm": functools.partial(build_group_norm, op="group_norm", backward=False),
@@ -1111,18 +1193,11 @@ def fuzz_examples(request):
     return DEFAULT_EXAMPLES if n is None else n
 
 
-# Functions without a builder yet, each with its own tests instead: iter_norm's inputs
-# (a running whitening, group sizes) need a builder of their own; tests/test_iter_norm.py
-# covers its arguments, layouts, errors and non-finite values.
-NOT_FUZZED = {"iter_norm", "iter_norm_backward"}
-
-
 def test_every_function_of_the_registry_is_fuzzed():
     """The fuzzer draws its own (often invalid) arguments, so it has its own builders; the
     list of functions they must cover is the op registry's (tests/test_ops.py checks that
     the registry covers the public API)."""
-    assert set(BUILDERS) | NOT_FUZZED == {f for op in _ops.OPS for f in op.functions}
-    assert not set(BUILDERS) & NOT_FUZZED
+    assert set(BUILDERS) == {f for op in _ops.OPS for f in op.functions}
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))
