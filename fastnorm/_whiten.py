@@ -38,6 +38,11 @@ def _setup(x, axis, group_size, iterations):
     A, C, B = _bn_layout(x, axis)
     d = _int(group_size, "group_size", 1)
     T = _int(iterations, "iterations", 0)
+    # the d x d work and scratch grow as d³ T and d² T: bounds that keep the sizes sane
+    if d > 4096:
+        raise ValueError(f"group_size must be at most 4096, got {d}")
+    if T > 1000:
+        raise ValueError(f"iterations must be at most 1000, got {T}")
     G = -(-C // d)
     cdtype = np.dtype(np.float64) if x.dtype == np.float64 else np.dtype(np.float32)
     return x, (A, C, B), d, T, G, cdtype
@@ -49,6 +54,10 @@ def _running_whitening(rw, rm, G, d):
     if not isinstance(rw, np.ndarray) or rw.shape != (G, d, d):
         raise ValueError(f"running_whitening must be a numpy.ndarray of shape ({G}, {d}, {d}), "
                          f"got {getattr(rw, 'shape', type(rw).__name__)}")
+    if not (rw.flags.c_contiguous and rw.flags.aligned) and rw.flags.writeable:
+        # (a reshape would update a hidden copy)
+        raise ValueError("running_whitening must be contiguous and aligned (it is updated "
+                         "in place)")
     rw = _running(rw.reshape(-1), "running_whitening", G * d * d)
     if rm is not None and rm.dtype != rw.dtype:
         raise TypeError(f"running_mean and running_whitening must have the same dtype, got "

@@ -367,3 +367,14 @@ def test_strided_and_misaligned_views():
     assert_identical(fn.iter_norm(mis, group_size=4), expect)
     rev = x[:, :, ::-1].copy()[:, :, ::-1]
     assert_identical(fn.iter_norm(rev, group_size=4), expect)
+
+
+def test_non_contiguous_running_whitening_is_rejected_and_bounds():
+    x = _data((4, 6, 3), np.float64)
+    rw = np.zeros((2, 4, 4)).transpose(0, 2, 1)[:, ::-1]
+    with pytest.raises(ValueError, match="contiguous"):
+        fn.iter_norm(x, None, None, np.zeros(6), rw, group_size=4)
+    with pytest.raises(ValueError, match="at most"):
+        fn.iter_norm(x, iterations=10**6)
+    with pytest.raises(ValueError, match="at most"):
+        fn.iter_norm(x, group_size=2**40)
