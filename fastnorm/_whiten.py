@@ -159,15 +159,12 @@ def iter_norm(x, weight=None, bias=None, running_mean=None, running_whitening=No
     if C == 0:
         pass
     elif A * B == 0:
-        if return_stats and training:  # no batch statistics without a batch
-            mean.fill(np.nan)
-            whitening.fill(np.nan)
-        elif return_stats:
-            mean[...] = rm
-            rw3 = rw.reshape(G, d, d)
+        if return_stats:  # training: no batch statistics without a batch
+            mean[...] = np.nan if training else rm
+            blocks = np.full((G, d, d), np.nan) if training else rw.reshape(G, d, d)
             for g in range(G):  # the groups' blocks, as the kernel returns them
                 k = min(d, C - g * d)
-                whitening[g, :k, :k] = rw3[g, :k, :k]
+                whitening[g, :k, :k] = blocks[g, :k, :k]
     elif not _kernels.iter_norm_fwd(xk, weight, bias, yk, mean, whitening, rm, rw, A, C, B,
                                     d, T, eps, momentum, training):
         # float32 data too large or too small for float arithmetic (|x| near 1e35 or

@@ -244,7 +244,12 @@ def test_out_in_place_and_empty():
     assert_identical(xi, y)
     e = np.zeros((0, 6, 3))
     ye, mean, wh = fn.iter_norm(e, group_size=4, return_stats=True)
-    assert ye.shape == e.shape and np.isnan(mean).all() and np.isnan(wh).all()
+    assert ye.shape == e.shape and np.isnan(mean).all()
+    # the groups' blocks NaN (no batch statistics), the rest of the smaller last block zero
+    assert np.isnan(wh[0]).all() and np.isnan(wh[1, :2, :2]).all()
+    assert (wh[1, 2:] == 0).all() and (wh[1, :, 2:] == 0).all()
+    _, _, wr = ref.iter_norm(e, group_size=4, return_stats=True)
+    np.testing.assert_array_equal(wh, wr)
     dx, _, db = fn.iter_norm_backward(e, e, np.zeros(6), None, group_size=4)
     assert dx.shape == e.shape and (db == 0).all()
 

@@ -173,3 +173,20 @@ def test_repeated_calls_do_not_grow_memory():
     assert traced1 - traced0 < SLACK_BYTES, (
         f"traced memory grew by {(traced1 - traced0) / 2**20:.2f} MiB"
     )
+
+
+def test_memory_checker_smoke_script_passes():
+    """tools/valgrind_smoke.py (what the sanitizer and valgrind runs execute) covers every op
+    of the registry and agrees with the reference, on the active SIMD level."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, subprocess_env
+
+    script = ROOT / "tools" / "valgrind_smoke.py"
+    if not script.exists():
+        pytest.skip("tools/ is not beside the tests")
+    run = subprocess.run([sys.executable, str(script), "--quick"], env=subprocess_env(),
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "every result matches the reference" in run.stdout
