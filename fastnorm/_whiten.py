@@ -65,8 +65,15 @@ def _running_whitening(rw, rm, G, d):
     return rw
 
 
-def _as_compute(a, cdtype):
-    return None if a is None else contiguous(a).astype(cdtype, copy=False)
+def _in_float64(kernel, inputs, outputs, *rest):
+    """``kernel(*inputs, *outputs, *rest)`` again on float64 copies (the kernels said FN_WIDEN
+    before writing anything), the results written back into ``outputs``."""
+    f8 = [None if a is None else a.astype(np.float64) for a in inputs]
+    o8 = [None if o is None else np.zeros(o.shape) for o in outputs]
+    kernel(*f8, *o8, *rest)
+    for o, r in zip(outputs, o8, strict=True):
+        if o is not None:
+            o[...] = r
 
 
 def iter_norm(x, weight=None, bias=None, running_mean=None, running_whitening=None, *,
@@ -169,15 +176,8 @@ def iter_norm(x, weight=None, bias=None, running_mean=None, running_whitening=No
                                     d, T, eps, momentum, training):
         # float32 data too large or too small for float arithmetic (|x| near 1e35 or
         # below 1e-30): the same in float64, written back in float32
-        f8 = [None if a is None else a.astype(np.float64) for a in (xk, weight, bias)]
-        m8 = None if mean is None else np.empty(C)
-        w8 = None if whitening is None else np.zeros((G, d, d))
-        y8 = np.empty(x.shape)
-        _kernels.iter_norm_fwd(f8[0], f8[1], f8[2], y8, m8, w8, rm, rw, A, C, B, d, T, eps,
-                               momentum, training)
-        yk[...] = y8
-        if return_stats:
-            mean[...], whitening[...] = m8, w8
+        _in_float64(_kernels.iter_norm_fwd, (xk, weight, bias), (yk, mean, whitening), rm, rw,
+                    A, C, B, d, T, eps, momentum, training)  # fmt: skip
     if x.dtype != cdtype:
         y = make_out(out, x.shape, x.dtype, (xc,))
         y[...] = yk
@@ -241,14 +241,8 @@ def iter_norm_backward(dy, x, mean, weight=None, *, group_size=16, iterations=5,
     if not empty and not _kernels.iter_norm_bwd(dyk, xk, mean, weight, whitening, dxk,
                                                 dweight, dbias, A, C, B, d, T, eps, training):
         # float32 data beyond float arithmetic's range (see iter_norm): in float64
-        f8 = [None if a is None else a.astype(np.float64) for a in (dyk, xk, mean, weight)]
-        dx8, db8 = np.empty(x.shape), np.empty(C)
-        dw8 = None if weight is None else np.empty(C)
-        _kernels.iter_norm_bwd(*f8, None, dx8, dw8, db8, A, C, B, d, T, eps, training)
-        dxk[...] = dx8
-        dbias[...] = db8
-        if dweight is not None:
-            dweight[...] = dw8
+        _in_float64(_kernels.iter_norm_bwd, (dyk, xk, mean, weight, whitening),
+                    (dxk, dweight, dbias), A, C, B, d, T, eps, training)  # fmt: skip
     if x.dtype != cdtype:
         dx = make_out(out, x.shape, x.dtype, (None, dy, xc))
         dx[...] = dxk
