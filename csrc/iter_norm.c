@@ -258,18 +258,20 @@ static double iw_trace(const double *st, int64_t C, int64_t d, int64_t g, double
     return t;
 }
 
-/* Whether float32 data are within float arithmetic's range for the data passes: each
- * group's trace of Σ between 1e-60 and 1e70, so that the centred values cannot overflow a
- * float and the whitening's entries (about 1/sqrt(tr Σ)) are normal floats. NaN traces
- * pass (they stay in their group whatever the arithmetic). */
-static int iw_float_ok(const double *st, int64_t C, int64_t d, double m, double eps)
+/* Each group's data scale sc[g] = sqrt(tr Σ), and whether float32 data are within float
+ * arithmetic's range for the data passes: every trace between 1e-60 and 1e70, so that the
+ * centred values cannot overflow a float and the whitening's entries (about 1/sqrt(tr Σ))
+ * are normal floats. NaN traces pass (they stay in their group whatever the arithmetic). */
+static int iw_scales(const double *st, int64_t C, int64_t d, double m, double eps, double *sc)
 {
+    int ok = 1;
     for (int64_t g = 0; g < (C + d - 1) / d; g++) {
         const double t = iw_trace(st, C, d, g, m, eps);
         if (t < 1e-60 || t > 1e70)
-            return 0;
+            ok = 0;
+        sc[g] = sqrt(t);
     }
-    return 1;
+    return ok;
 }
 
 /* Whether the coefficients of a float32 apply pass keep its terms in float range: each
@@ -325,12 +327,10 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
             shift[c] = s / (double)np;
         }
         status = iw_stats_shifted(dtype, x, NULL, shift, A, C, B, d, st);
-        if (status == FN_OK && !f64 && !iw_float_ok(st, C, d, m, eps))
+        if (status == FN_OK && !iw_scales(st, C, d, m, eps, sc) && !f64)
             status = FN_WIDEN;
         if (status != FN_OK)
             goto done;
-        for (int64_t g = 0; g < G; g++)
-            sc[g] = sqrt(iw_trace(st, C, d, g, m, eps));
         /* the groups' Newton iterations, independent of each other */
         const int nt = fn_threads_for(G, G * T * d2 * d);
         FN_PARFOR(nt, g, G, {
@@ -418,7 +418,9 @@ int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
      * mean, δ = mean(x - mu) away), the running mean itself in evaluation */
     int status = training ? iw_stats_shifted(dtype, x, dy, mu, A, C, B, d, st)
                           : iw_stats(dtype, x, dy, mu, A, C, B, d, st);
-    if (status == FN_OK && training && !f64 && !iw_float_ok(st, C, d, m, eps))
+    for (int64_t g = 0; g < G; g++)
+        sc[g] = 1.0;
+    if (status == FN_OK && training && !iw_scales(st, C, d, m, eps, sc) && !f64)
         status = FN_WIDEN;
     if (status != FN_OK)
         goto done;
@@ -486,8 +488,6 @@ int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
     if (!training)
         for (int64_t c = 0; c < C; c++)
             cc[c] = 0.0;
-    for (int64_t g = 0; g < G; g++)
-        sc[g] = training ? sqrt(iw_trace(st, C, d, g, m, eps)) : 1.0;
     if (!f64 && !(iw_coef_ok(K1, sc, 1, G, d, cc, C) &&
                   iw_coef_ok(training ? K2 : NULL, sc, 2, G, d, NULL, 0))) {
         status = FN_WIDEN; /* dweight and dbias are written again by the float64 call */
