@@ -22,7 +22,7 @@ CASES = [  # (shape, axis, group_size)
     ((6, 16, 9, 9), 1, 16),
     ((5, 70, 9), 1, 16),  # 5 groups, the last of 6; positions not a multiple of 8
     ((64, 3), 1, 1),  # batch norm
-    ((2, 9, 3000), 1, 3),  # several position chunks
+    ((2, 9, 9000), 1, 3),  # three position chunks of 8192 (the last partial)
     ((700, 20), 1, 8),  # channels-last rows (B = 1)
     ((2, 40, 24), 2, 5),  # channel axis last, middle batch axis
 ]
