@@ -1615,3 +1615,49 @@ def test_short_spans_and_wide_rows_every_simd_level(case):
             assert_close(y, ey, F32, err_msg=f"batch_norm eval {msg}")
     finally:
         _runtime._simd_level(original)
+
+
+# Each side of batch norm's channel-by-channel training forward (csrc/batch_norm.inc,
+# fn_bn_fuse_ok: channels-first spans of 64 to 1024 bytes, a channel of at most 128 KB)
+# and of the two-pass one; float64 spans are twice the bytes of float32 ones.
+FUSE_EDGES = [
+    (8, 5, 14, 14),  # spans of 196: channel by channel (float32), two-pass (float64)
+    (3, 4, 16, 16),  # spans of 256: 1024 bytes in float32, the last fused
+    (3, 4, 16, 17),  # 272: two-pass
+    (7, 3, 8, 8),  # 64, the shortest fused span
+    (7, 3, 9, 7),  # 63: two-pass
+    (511, 2, 8, 8),  # 511 x 64 floats: 127.75 KB per channel, fused in float32
+    (513, 2, 8, 8),  # 128.25 KB: two-pass
+]
+
+
+@pytest.mark.parametrize("shape", FUSE_EDGES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("center_only", [False, True])
+def test_batch_norm_training_forward_each_side_of_the_fused_path(shape, dtype, center_only):
+    rng = rng_for("fuse", shape, dtype.name, center_only)
+    x = (rng.standard_normal(shape) * 3.0 + 7.0).astype(dtype)
+    C = shape[1]
+    w = None if center_only else rng.uniform(0.5, 1.5, C).astype(dtype)
+    b = rng.standard_normal(C).astype(dtype)
+    rm, rv = np.zeros(C, dtype), np.ones(C, dtype)
+    rm_r, rv_r = rm.copy(), rv.copy()
+    kw = {"center_only": True} if center_only else {}
+    y, mean, rstd = fn.batch_norm(x, w, b, rm, None if center_only else rv, return_stats=True,
+                                  **kw)
+    y_r, mean_r, rstd_r = ref.batch_norm(x.astype(np.float64), w, b, rm_r,
+                                         None if center_only else rv_r, return_stats=True, **kw)
+    assert_close(y, y_r, dtype)
+    assert_close(mean, mean_r, dtype, "stat")
+    assert_close(rstd, rstd_r, dtype, "stat")
+    assert_close(rm, rm_r, dtype, "stat")
+    assert_close(rv, rv_r, dtype, "stat")
+    try:
+        fn.set_num_threads(2)
+        y2 = fn.batch_norm(x, w, b, **kw)
+        fn.set_num_threads(1)
+        y1 = fn.batch_norm(x, w, b, **kw)
+    finally:
+        fn.set_num_threads(0)
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(y1, y)
