@@ -301,6 +301,16 @@ static inline double fn_nonneg(double v)
 int fn_threads_for(int64_t items, int64_t elems);
 
 /* IterNorm's data passes (iter_norm.inc; float32 and float64): see iter_norm.c. */
+/* IterNorm's groups of d channels among C, and group g's channel count (the last may
+ * have fewer). */
+static inline int64_t fn_iw_groups(int64_t C, int64_t d)
+{
+    return (C + d - 1) / d;
+}
+static inline int64_t fn_iw_size(int64_t C, int64_t d, int64_t g)
+{
+    return C - g * d < d ? C - g * d : d;
+}
 #define FN_ITER_DECL(T, SFX)                                                                       \
     int fn_iter_stats_##SFX(const T *x, const T *dy, const double *shift, int64_t A, int64_t C,    \
                             int64_t B, int64_t d, double *out);                                    \

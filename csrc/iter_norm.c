@@ -192,11 +192,11 @@ static int iw_stats_shifted(int dtype, const void *x, const void *dy, double *s,
         if (!isfinite(s[c]))
             s[c] = 0.0;
     int status = iw_stats(dtype, x, dy, s, A, C, B, d, out);
-    const int64_t G = (C + d - 1) / d, per = 2 * d + 2 * d * d;
+    const int64_t G = fn_iw_groups(C, d), per = 2 * d + 2 * d * d;
     const double m = (double)(A * B);
     int ok = 1;
     for (int64_t g = 0; status == FN_OK && g < G && ok; g++) {
-        const int64_t dg = C - g * d < d ? C - g * d : d;
+        const int64_t dg = fn_iw_size(C, d, g);
         const double *sx = out + g * per, *xx = sx + 2 * dg;
         for (int64_t i = 0; i < dg && ok; i++)
             ok = fn_shift_ok(sx[i], xx[i * dg + i], m);
@@ -204,7 +204,7 @@ static int iw_stats_shifted(int dtype, const void *x, const void *dy, double *s,
     if (status != FN_OK || ok)
         return status;
     for (int64_t g = 0; g < G; g++) {
-        const int64_t dg = C - g * d < d ? C - g * d : d;
+        const int64_t dg = fn_iw_size(C, d, g);
         for (int64_t i = 0; i < dg; i++)
             s[g * d + i] += out[g * per + i] / m;
     }
@@ -250,7 +250,7 @@ static void iw_sigma(const double *st, int64_t dg, double m, double eps, double 
 /* Group g's trace of Σ (its total variance) from iter_stats' output. */
 static double iw_trace(const double *st, int64_t C, int64_t d, int64_t g, double m, double eps)
 {
-    const int64_t dg = C - g * d < d ? C - g * d : d, per = 2 * d + 2 * d * d;
+    const int64_t dg = fn_iw_size(C, d, g), per = 2 * d + 2 * d * d;
     const double *sx = st + g * per, *xx = sx + 2 * dg;
     double t = 0.0;
     for (int64_t i = 0; i < dg; i++)
@@ -265,7 +265,7 @@ static double iw_trace(const double *st, int64_t C, int64_t d, int64_t g, double
 static int iw_scales(const double *st, int64_t C, int64_t d, double m, double eps, double *sc)
 {
     int ok = 1;
-    for (int64_t g = 0; g < (C + d - 1) / d; g++) {
+    for (int64_t g = 0; g < fn_iw_groups(C, d); g++) {
         const double t = iw_trace(st, C, d, g, m, eps);
         if (t < 1e-60 || t > 1e70)
             ok = 0;
@@ -275,14 +275,14 @@ static int iw_scales(const double *st, int64_t C, int64_t d, double m, double ep
 }
 
 /* Whether the coefficients of a float32 apply pass keep its terms in float range: each
- * group's entries of K (G blocks of d x d) times sc[g]^p (sc: the group's data scale, so
- * that |K| sc^p is the size of a term) and the constants c below 1e30 (a weight near
- * FLT_MAX times a whitening above 1 would overflow the float coefficient itself). */
+ * group's entries of K (G blocks of d x d) times sc[g]^p (p = 1 or 2; sc: the group's data scale,
+ * so that |K| sc^p is the size of a term) and the constants c below 1e30 (a weight near FLT_MAX
+ * times a whitening above 1 would overflow the float coefficient itself). */
 static int iw_coef_ok(const double *K, const double *sc, int p, int64_t G, int64_t d,
                       const double *c, int64_t C)
 {
     for (int64_t g = 0; K && g < G; g++) {
-        const double f = p == 0 ? 1.0 : (p == 1 ? sc[g] : sc[g] * sc[g]);
+        const double f = p == 1 ? sc[g] : sc[g] * sc[g];
         for (int64_t i = 0; i < d * d; i++)
             if (fabs(K[g * d * d + i]) * f >= 1e30)
                 return 0;
@@ -302,7 +302,7 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
     if ((dtype != FN_F32 && !f64) || A < 0 || C < 1 || B < 0 || d < 1 || T < 0 ||
         (training && A * B < 1) || (!training && (!running_mean || !running_whitening)))
         return FN_ERR_ARG;
-    const int64_t G = (C + d - 1) / d, d2 = d * d, per = 2 * d + 2 * d2, P = A * B;
+    const int64_t G = fn_iw_groups(C, d), d2 = d * d, per = 2 * d + 2 * d2, P = A * B;
     const double m = (double)P;
     /* mu, shift, bias (C each); st (G per); K (G d²); W (G d²); per group: P_0..P_T,
      * Σ, scratch (4 d²), its W, δ */
@@ -334,7 +334,7 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
         /* the groups' Newton iterations, independent of each other */
         const int nt = fn_threads_for(G, G * T * d2 * d);
         FN_PARFOR(nt, g, G, {
-            const int64_t c0 = g * d, dg = C - c0 < d ? C - c0 : d;
+            const int64_t c0 = g * d, dg = fn_iw_size(C, d, g);
             double *Pk = work + g * gw, *sigma = Pk + (T + 1) * d2, *scratch = sigma + d2;
             double *Wc = scratch + 4 * d2, *delta = Wc + d2;
             iw_sigma(st + g * per, dg, m, eps, sigma, delta);
@@ -349,7 +349,7 @@ int fn_iter_norm_fwd(int dtype, const void *x, const void *weight, const void *b
         for (int64_t c = 0; c < C; c++)
             mu[c] = iw_get(running_mean, running_f64, c);
         for (int64_t g = 0; g < G; g++) {
-            const int64_t dg = C - g * d < d ? C - g * d : d;
+            const int64_t dg = fn_iw_size(C, d, g);
             for (int64_t i = 0; i < dg; i++)
                 for (int64_t j = 0; j < dg; j++)
                     Wall[g * d2 + i * d + j] =
@@ -402,7 +402,7 @@ int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
     if ((dtype != FN_F32 && !f64) || A < 0 || C < 1 || B < 0 || d < 1 || T < 0 ||
         (!training && !whitening))
         return FN_ERR_ARG;
-    const int64_t G = (C + d - 1) / d, d2 = d * d, per = 2 * d + 2 * d2, P = A * B;
+    const int64_t G = fn_iw_groups(C, d), d2 = d * d, per = 2 * d + 2 * d2, P = A * B;
     const double m = (double)P;
     /* per group: P_0..P_T, Σ, W, dW, dΣ, scratch (11 d²: the iterations' 10, E), δ, v */
     const int64_t gw = (T + 16) * d2 + 2 * d;
@@ -430,7 +430,7 @@ int fn_iter_norm_bwd(int dtype, const void *dy, const void *x, const void *mean,
     FN_PARFOR(nt, g, G, {
         double *Pk = work + g * gw, *sigma = Pk + (T + 1) * d2, *W = sigma + d2, *dW = W + d2;
         double *dsig = dW + d2, *scratch = dsig + d2, *delta = scratch + 11 * d2, *v = delta + d;
-        const int64_t c0 = g * d, dg = C - c0 < d ? C - c0 : d, n2 = dg * dg;
+        const int64_t c0 = g * d, dg = fn_iw_size(C, d, g), n2 = dg * dg;
         const double *s = st + g * per, *sdy = s + dg, *E = s + 2 * dg + n2;
         iw_sigma(s, dg, m, eps, sigma, delta);
         if (!training) /* Xc = x - the running mean, exactly the given one */

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import ROOT, subprocess_env
 from numpy.exceptions import AxisError
 
 import fastnorm as fn
@@ -178,11 +181,6 @@ def test_repeated_calls_do_not_grow_memory():
 def test_memory_checker_smoke_script_passes():
     """tools/valgrind_smoke.py (what the sanitizer and valgrind runs execute) covers every op
     of the registry and agrees with the reference, on the active SIMD level."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT, subprocess_env
-
     script = ROOT / "tools" / "valgrind_smoke.py"
     if not script.exists():
         pytest.skip("tools/ is not beside the tests")
